@@ -1,0 +1,52 @@
+# capsa: `make demo` and `make test` work on a fresh Debian 12 machine as root.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv
+
+.PHONY: all setup apt venv build cargo-test pytest test demo bench clean
+
+all: build
+
+# System packages the tests and benchmarks use; skipped when all are present.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo (Rust) is required: install it with rustup" >&2; exit 1; }
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+venv: $(PY)
+	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8"
+
+# The extension in release mode, installed into the venv with the console scripts.
+build: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+
+setup: apt build
+
+LIBPYTHON_DIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+
+# cargo test links libpython (the extension-module feature is maturin's alone).
+cargo-test: venv
+	PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(LIBPYTHON_DIR) cargo test -q
+
+pytest: build
+	$(VENV)/bin/pytest -q tests
+
+test: setup cargo-test pytest
+
+demo: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) demo/demo.py
+
+bench: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/start_latency.py
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Container start latency: `capsa-runtime run` vs `runc run` vs `crun run`
+(plus capsa's in-process Python API when capsa is importable).
+
+Each sample is one whole `RUNTIME run --bundle B ID` process (create, start,
+wait, delete) of a busybox container whose process is `true`, timed with
+time.perf_counter around subprocess.run. Runtimes are interleaved round by
+round so drift on the machine hits them all alike.
+
+crun 1.8 refuses hybrid cgroup hosts, so the script re-executes itself in a
+private mount namespace (unshare -m --propagation private) with cgroup2
+mounted on /sys/fs/cgroup: all runtimes see the same cgroup2-only view.
+
+Usage (root):  python benches/start_latency.py [--runs N] [--capsa PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+IN_NS_ENV = "CAPSA_BENCH_IN_CGROUP2_NS"
+ARGV_ENV = "CAPSA_BENCH_ARGV"
+WARMUP = 3
+
+NAMESPACES = ["pid", "network", "ipc", "uts", "mount"]
+CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+        "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=50, help="timed runs per runtime")
+    p.add_argument("--capsa", default=str(REPO / ".venv" / "bin" / "capsa-runtime"),
+                   help="capsa-runtime binary (default: .venv/bin/capsa-runtime)")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------
+# cgroup2-only view
+# --------------------------------------------------------------------------
+
+def cgroup_fstype() -> str:
+    best, fstype = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        mp = pre.split()[4]
+        if "/sys/fs/cgroup".startswith(mp) and len(mp) >= len(best):
+            best, fstype = mp, post.split()[0]
+    return fstype
+
+
+def reexec_in_cgroup2_view():
+    if os.environ.get(IN_NS_ENV):
+        return
+    env = dict(os.environ, **{IN_NS_ENV: "1", ARGV_ENV: json.dumps(sys.orig_argv)})
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "start_latency",
+            sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
+    os.execvpe("unshare", argv, env)
+
+
+# --------------------------------------------------------------------------
+# Bundle
+# --------------------------------------------------------------------------
+
+def build_bundle(dest: Path) -> Path:
+    rootfs = dest / "rootfs"
+    for d in ("bin", "etc", "proc", "dev", "sys", "tmp", "root"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            os.symlink("busybox", rootfs / "bin" / a)  # relative: valid inside
+    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (rootfs / "etc" / "group").write_text("root:x:0:\n")
+    caps = {k: list(CAPS) for k in ("bounding", "effective", "permitted")}
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["true"],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
+            "capabilities": caps,
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "bench",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        # No linux.resources: crun 1.8 raises RLIMIT_MEMLOCK before loading
+        # its device eBPF filter, which fails where root lacks CAP_SYS_RESOURCE.
+        "linux": {
+            "namespaces": [{"type": t} for t in NAMESPACES],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list",
+                            "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                              "/proc/sysrq-trigger"],
+        },
+    }
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    return dest
+
+
+# --------------------------------------------------------------------------
+# Runners
+# --------------------------------------------------------------------------
+
+class CliRuntime:
+    def __init__(self, name, binary, workdir: Path):
+        self.name = name
+        self.binary = binary
+        self.root = workdir / f"state-{name}"
+        self.samples: list[float] = []
+        self.error: str | None = None
+        self.ids: list[str] = []
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run([self.binary, "--version"], capture_output=True,
+                                 text=True, timeout=10).stdout
+            return out.splitlines()[0].strip() if out.strip() else "?"
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            return f"? ({e})"
+
+    def once(self, bundle: Path) -> float:
+        cid = f"bench-{self.name}-{uuid.uuid4().hex[:10]}"
+        self.ids.append(cid)
+        cmd = [self.binary, "--root", str(self.root), "run", "--bundle", str(bundle), cid]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, timeout=60)
+        elapsed = time.perf_counter() - t0
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {res.returncode}: "
+                               f"{res.stderr.decode(errors='replace').strip()}")
+        return elapsed
+
+    def cleanup(self):
+        for cid in self.ids:
+            subprocess.run([self.binary, "--root", str(self.root), "delete", "--force", cid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+
+
+class ApiRuntime:
+    """capsa.runtime.Runtime in this process: run() = create+start+wait+delete."""
+
+    def __init__(self, workdir: Path):
+        from capsa.runtime import Runtime  # noqa: PLC0415 - optional dependency
+        self.name = "capsa (Python API)"
+        self.root = workdir / "state-capsa-api"
+        self.rt = Runtime(root=str(self.root))
+        self.samples: list[float] = []
+        self.error: str | None = None
+        self.ids: list[str] = []
+
+    def version(self) -> str:
+        try:
+            from importlib.metadata import version
+            return f"capsa {version('capsa')} (in-process)"
+        except Exception:  # noqa: BLE001
+            return "capsa (in-process)"
+
+    def once(self, bundle: Path) -> float:
+        cid = f"bench-api-{uuid.uuid4().hex[:10]}"
+        self.ids.append(cid)
+        t0 = time.perf_counter()
+        code = self.rt.run(cid, str(bundle))
+        elapsed = time.perf_counter() - t0
+        if code != 0:
+            raise RuntimeError(f"Runtime.run returned {code}")
+        return elapsed
+
+    def cleanup(self):
+        for cid in self.ids:
+            try:
+                self.rt.delete(cid, force=True)
+            except Exception:  # noqa: BLE001 - already gone is the normal case
+                pass
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+def p90(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+
+
+def main():
+    args = parse_args(sys.argv[1:])
+    if os.geteuid() != 0:
+        sys.exit("start_latency: needs root (namespaces, cgroups)")
+    reexec_in_cgroup2_view()
+    original_argv = json.loads(os.environ.get(ARGV_ENV, json.dumps(sys.orig_argv)))
+    if cgroup_fstype() != "cgroup2":
+        sys.exit("start_latency: /sys/fs/cgroup is not cgroup2 after re-exec")
+
+    workdir = Path(tempfile.mkdtemp(prefix="capsa-bench-"))
+    os.chmod(workdir, 0o755)
+    bundle = build_bundle(workdir / "bundle")
+
+    runners, skipped = [], []
+    if os.path.exists(args.capsa) and os.access(args.capsa, os.X_OK):
+        runners.append(CliRuntime("capsa", args.capsa, workdir))
+    else:
+        skipped.append(f"capsa: {args.capsa} not found")
+    for name in ("runc", "crun"):
+        path = shutil.which(name)
+        if path:
+            runners.append(CliRuntime(name, path, workdir))
+        else:
+            skipped.append(f"{name}: not on PATH")
+    try:
+        runners.append(ApiRuntime(workdir))
+    except ImportError as e:
+        skipped.append(f"capsa Python API: not importable ({e})")
+
+    print("capsa start latency: `RUNTIME run` of a busybox container running `true`")
+    print(f"command:  {' '.join(original_argv)}")
+    print(f"kernel:   {platform.release()}    nproc: {os.cpu_count()}")
+    print("cgroups:  private mount namespace with cgroup2 mounted on /sys/fs/cgroup "
+          "(crun 1.8 refuses this host's hybrid v1+v2 layout), so every runtime sees "
+          "the same cgroup2-only view")
+    print(f"bundle:   namespaces {', '.join(NAMESPACES)}; readonly rootfs; "
+          "no linux.resources")
+    for r in runners:
+        print(f"runtime:  {r.name}: {r.version()}")
+    for s in skipped:
+        print(f"skipped:  {s}")
+    print(f"method:   {WARMUP} warm-up runs each, then {args.runs} timed runs each, "
+          "interleaved (order rotates every round); wall time of the whole "
+          "process (perf_counter around subprocess.run)")
+    print(flush=True)
+
+    try:
+        for i in range(WARMUP + args.runs):
+            k = i % max(1, len(runners))
+            for r in runners[k:] + runners[:k]:
+                if r.error:
+                    continue
+                try:
+                    t = r.once(bundle)
+                except Exception as e:  # noqa: BLE001 - reported in the table
+                    r.error = str(e)
+                    print(f"error:    {r.name}: {r.error}", file=sys.stderr, flush=True)
+                    continue
+                if i >= WARMUP:
+                    r.samples.append(t)
+    finally:
+        for r in runners:
+            r.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    base = next((r for r in runners if r.name == "runc" and r.samples), None)
+    base_median = statistics.median(base.samples) if base else None
+    print(f"{'runtime':<22} {'runs':>5} {'median ms':>10} {'p90 ms':>9} {'vs runc':>8}")
+    for r in runners:
+        if not r.samples:
+            print(f"{r.name:<22} {'-':>5} {'failed' if r.error else '-':>10}")
+            continue
+        med = statistics.median(r.samples)
+        ratio = f"{med / base_median:.2f}x" if base_median else "-"
+        print(f"{r.name:<22} {len(r.samples):>5} {med * 1000:>10.2f} "
+              f"{p90(r.samples) * 1000:>9.2f} {ratio:>8}")
+    if any(r.error for r in runners):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

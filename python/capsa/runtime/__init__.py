@@ -1,0 +1,75 @@
+"""The OCI runtime, in-process: the same operations as `capsa-runtime`
+(create, start, state, kill, delete, run), with no process spawned per call.
+
+    from capsa.runtime import Runtime
+    rt = Runtime("/run/capsa/runtime")
+    code = rt.run("demo", "/path/to/bundle")
+
+Every failure raises ContainerError with a message that names the step,
+the path and the errno. Kept import-light: `capsa-runtime` starts here too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from capsa import _core
+from capsa._core import ContainerError
+
+DEFAULT_ROOT = "/run/capsa/runtime"
+
+__all__ = ["Runtime", "ContainerError", "DEFAULT_ROOT"]
+
+
+def _json(text: str):
+    import json  # only callers that want dicts pay for it
+
+    return json.loads(text)
+
+
+class Runtime:
+    """Containers whose state lives under one root directory."""
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT, *, systemd_cgroup: bool = False):
+        self.root = os.fspath(root)
+        self.systemd_cgroup = systemd_cgroup
+
+    def create(self, id: str, bundle: str | os.PathLike, *, console_socket=None, pid_file=None,
+               no_pivot: bool = False, preserve_fds: int = 0) -> int:
+        """Set the container up; its process waits for start(). Returns its pid."""
+        return _core.create(self.root, id, os.fspath(bundle), _path(console_socket), _path(pid_file),
+                            no_pivot, preserve_fds, self.systemd_cgroup)
+
+    def start(self, id: str) -> None:
+        """Run the user process of a created container."""
+        _core.start(self.root, id)
+
+    def run(self, id: str, bundle: str | os.PathLike, *, console_socket=None, pid_file=None,
+            no_pivot: bool = False, preserve_fds: int = 0, detach: bool = False) -> int | None:
+        """Create and start; unless detached, wait, delete and return the exit code."""
+        return _core.run(self.root, id, os.fspath(bundle), _path(console_socket), _path(pid_file),
+                         no_pivot, preserve_fds, self.systemd_cgroup, detach)
+
+    def state(self, id: str) -> dict:
+        """The runtime-spec state: ociVersion, id, status, pid, bundle, rootfs, created, owner, annotations."""
+        return _json(_core.state(self.root, id))
+
+    def list(self) -> list[dict]:
+        return _json(_core.list(self.root))
+
+    def kill(self, id: str, signal: int | str = "TERM", *, all: bool = False) -> None:
+        _core.kill(self.root, id, signal, all)
+
+    def wait(self, id: str) -> int:
+        """Wait for a container this process created; its exit code (128+N when killed by signal N)."""
+        return _core.wait(self.root, id)
+
+    def delete(self, id: str, *, force: bool = False) -> None:
+        _core.delete(self.root, id, force)
+
+    def ps(self, id: str) -> list[int]:
+        return _core.ps(self.root, id)
+
+
+def _path(p):
+    return None if p is None else os.fspath(p)

@@ -1,0 +1,248 @@
+//! cgroups: which kind of host this is (v1, v2 or hybrid), where a
+//! container's cgroup lives in each hierarchy, and its life: create, limit,
+//! attach, list, remove. The per-version file formats are in `v1` and `v2`.
+
+pub mod v1;
+pub mod v2;
+
+use crate::error::{Error, Result};
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+pub const ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only v1 controller hierarchies.
+    V1,
+    /// v1 controllers plus a cgroup2 mount at `unified/` without controllers.
+    Hybrid,
+    /// One cgroup2 hierarchy at the root.
+    V2,
+}
+
+/// What kind of cgroup host this is, from the filesystem mounted at /sys/fs/cgroup.
+pub fn detect() -> Mode {
+    match nix::sys::statfs::statfs(ROOT) {
+        Ok(s) if s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => Mode::V2,
+        _ => match nix::sys::statfs::statfs(&Path::new(ROOT).join("unified")) {
+            Ok(s) if s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => Mode::Hybrid,
+            _ => Mode::V1,
+        },
+    }
+}
+
+/// A v1 hierarchy: where it is mounted and which controllers it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mountpoint: PathBuf,
+    pub controllers: Vec<String>,
+}
+
+/// The v1 hierarchies from a mountinfo text (named ones such as name=systemd included).
+pub fn v1_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mut r = right.split_whitespace();
+        if r.next() != Some("cgroup") {
+            continue;
+        }
+        let super_opts = r.nth(1).unwrap_or("");
+        let Some(mp) = left.split_whitespace().nth(4) else { continue };
+        let controllers: Vec<String> = super_opts
+            .split(',')
+            .filter(|o| !matches!(*o, "rw" | "ro" | "xattr" | "noprefix" | "clone_children") && !o.starts_with("release_agent"))
+            .map(str::to_string)
+            .collect();
+        if controllers.is_empty() || out.iter().any(|h| h.mountpoint == Path::new(mp)) {
+            continue;
+        }
+        out.push(Hierarchy { mountpoint: PathBuf::from(mp), controllers });
+    }
+    out
+}
+
+/// The cgroup path a config asks for: `linux.cgroupsPath`, or `/capsa/<id>`.
+/// A relative path is taken from the root of each hierarchy, as an absolute one is.
+pub fn resolve_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<String> {
+    if systemd {
+        return Err(Error::msg("--systemd-cgroup is not supported by capsa-runtime: use cgroupfs paths"));
+    }
+    let raw = match cgroups_path {
+        Some(p) if !p.as_os_str().is_empty() => p.to_string_lossy().into_owned(),
+        _ => format!("/capsa/{id}"),
+    };
+    if raw.contains(':') && !raw.starts_with('/') {
+        return Err(Error::msg(format!(
+            "cgroupsPath {raw} looks like a systemd slice:prefix:name path; capsa-runtime manages cgroupfs paths only"
+        )));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Err(Error::msg(format!("cgroupsPath {raw} names the root cgroup")));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// Write one cgroup file, naming the value and the path on failure.
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(|e| Error::io(&format!("write {value:?} to"), &path, e))
+}
+
+/// A container's cgroup as it exists on disk, kept in the container state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Cgroup {
+    pub path: String,
+    /// The leaf directory in every hierarchy the container joined.
+    pub dirs: Vec<PathBuf>,
+    /// The directories this container created, parents first: removed in reverse on delete.
+    pub created: Vec<PathBuf>,
+    /// Pure v2: the one leaf, for CLONE_INTO_CGROUP.
+    #[serde(default)]
+    pub unified: bool,
+}
+
+impl Cgroup {
+    /// Create the cgroup in every hierarchy and write the limits. On failure, nothing is left.
+    pub fn create(mode: Mode, path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
+        let mut cg = Cgroup { path: path.to_string(), unified: mode == Mode::V2, ..Default::default() };
+        let result = match mode {
+            Mode::V2 => v2::create(&mut cg, Path::new(ROOT), resources),
+            Mode::V1 | Mode::Hybrid => {
+                let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+                    .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+                let hierarchies = v1_hierarchies(&mountinfo);
+                v1::create(&mut cg, &hierarchies, resources).and_then(|_| {
+                    if mode == Mode::Hybrid {
+                        // The unified hierarchy has no controllers here; joining it keeps
+                        // /proc/self/cgroup's 0:: line truthful for tools that read it.
+                        cg.mkdir_all(&Path::new(ROOT).join("unified"))
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
+        };
+        match result {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                cg.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// mkdir -p of this cgroup's path under `root`, remembering what was new.
+    pub(crate) fn mkdir_all(&mut self, root: &Path) -> Result<()> {
+        let mut dir = root.to_path_buf();
+        for part in self.path.trim_start_matches('/').split('/') {
+            dir.push(part);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => self.created.push(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create cgroup", &dir, e)),
+            }
+        }
+        self.dirs.push(dir);
+        Ok(())
+    }
+
+    /// An fd on the v2 leaf for clone3's CLONE_INTO_CGROUP.
+    pub fn clone_into_fd(&self) -> Option<OwnedFd> {
+        if !self.unified {
+            return None;
+        }
+        let dir = self.dirs.first()?;
+        nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
+    }
+
+    /// Move a process into the cgroup in every hierarchy.
+    pub fn attach(&self, pid: i32) -> Result<()> {
+        let text = pid.to_string();
+        for dir in &self.dirs {
+            let file = dir.join("cgroup.procs");
+            std::fs::write(&file, &text).map_err(|e| Error::io("join cgroup", &file, e))?;
+        }
+        Ok(())
+    }
+
+    /// The pids in the cgroup now.
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(dir) = self.dirs.first() else { return Vec::new() };
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Remove what create made, deepest first. Directories still in use
+    /// (EBUSY, ENOTEMPTY) are left: they belong to someone else too.
+    pub fn remove(&self) -> Vec<(PathBuf, std::io::Error)> {
+        let mut failed = Vec::new();
+        for dir in self.created.iter().rev() {
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // A just-killed task may still be leaving the cgroup.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 && self.dirs.contains(dir) => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    Err(e) => {
+                        if !matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) || self.dirs.contains(dir) {
+                            failed.push((dir.clone(), e));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_explicit_paths() {
+        assert_eq!(resolve_path(None, "abc", false).unwrap(), "/capsa/abc");
+        assert_eq!(resolve_path(Some(Path::new("/a/b/")), "x", false).unwrap(), "/a/b");
+        assert_eq!(resolve_path(Some(Path::new("rel/c")), "x", false).unwrap(), "/rel/c");
+        assert_eq!(resolve_path(Some(Path::new("/a/../../b")), "x", false).unwrap(), "/b");
+        assert!(resolve_path(Some(Path::new("/")), "x", false).is_err());
+        assert!(resolve_path(Some(Path::new("system.slice:capsa:x")), "x", false).is_err());
+        assert!(resolve_path(None, "x", true).unwrap_err().0.contains("systemd"));
+    }
+
+    #[test]
+    fn hierarchies_from_mountinfo() {
+        let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n\
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd\n\
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let h = v1_hierarchies(mi);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[0].controllers, vec!["cpu", "cpuacct"]);
+        assert_eq!(h[1].mountpoint, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert!(h[2].controllers.contains(&"name=systemd".to_string()));
+    }
+}

@@ -1,0 +1,185 @@
+//! cgroup v1: one directory per hierarchy, limits in the per-controller files.
+
+use super::{Cgroup, Hierarchy};
+use crate::error::{Error, Result};
+use oci_spec::runtime::LinuxResources;
+use std::path::{Path, PathBuf};
+
+pub(super) fn create(cg: &mut Cgroup, hierarchies: &[Hierarchy], resources: Option<&LinuxResources>) -> Result<()> {
+    if hierarchies.is_empty() {
+        return Err(Error::msg("no cgroup v1 hierarchy is mounted under /sys/fs/cgroup"));
+    }
+    for h in hierarchies {
+        let before = cg.created.len();
+        cg.mkdir_all(&h.mountpoint)?;
+        if h.controllers.iter().any(|c| c == "cpuset") {
+            // A new v1 cpuset is empty and refuses tasks until cpus and mems are copied down.
+            for dir in cg.created[before..].to_vec() {
+                inherit_cpuset(&dir)?;
+            }
+        }
+    }
+    if let Some(r) = resources {
+        let dir_of = |controller: &str| -> Option<PathBuf> {
+            hierarchies
+                .iter()
+                .zip(cg.dirs.iter())
+                .find(|(h, _)| h.controllers.iter().any(|c| c == controller))
+                .map(|(_, d)| d.clone())
+        };
+        for (controller, file, value) in writes(r, |f| dir_of_has(&dir_of, f))? {
+            let dir = dir_of(controller)
+                .ok_or_else(|| Error::msg(format!("cgroup v1 controller {controller} is not mounted, but the config sets {file}")))?;
+            super::write(&dir, file, &value)?;
+        }
+    }
+    Ok(())
+}
+
+fn dir_of_has(dir_of: &dyn Fn(&str) -> Option<PathBuf>, file: &str) -> bool {
+    let controller = file.split('.').next().unwrap_or("");
+    dir_of(controller).map(|d| d.join(file).exists()).unwrap_or(false)
+}
+
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let current = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if current.trim().is_empty() {
+            let value = std::fs::read_to_string(parent.join(file)).map_err(|e| Error::io("read", parent.join(file), e))?;
+            super::write(dir, file, value.trim())?;
+        }
+    }
+    Ok(())
+}
+
+
+/// The (controller, file, value) writes that apply `r`, in a safe order.
+/// `exists` says whether an optional file is present on this host.
+pub fn writes(r: &LinuxResources, exists: impl Fn(&str) -> bool) -> Result<Vec<(&'static str, &'static str, String)>> {
+    let mut w: Vec<(&'static str, &'static str, String)> = Vec::new();
+    if let Some(m) = r.memory() {
+        if let Some(limit) = m.limit() {
+            w.push(("memory", "memory.limit_in_bytes", limit.to_string()));
+        }
+        if let Some(res) = m.reservation() {
+            w.push(("memory", "memory.soft_limit_in_bytes", res.to_string()));
+        }
+        if let Some(swap) = m.swap() {
+            // memory+swap; a host without swap accounting has no memsw file, and then
+            // only "no extra swap" (swap == limit) or "unlimited" can be honoured.
+            if exists("memory.memsw.limit_in_bytes") {
+                w.push(("memory", "memory.memsw.limit_in_bytes", swap.to_string()));
+            } else if swap != -1 && Some(swap) != m.limit() {
+                return Err(Error::msg("memory swap limit requested, but this host has no swap accounting (memory.memsw.limit_in_bytes)"));
+            }
+        }
+        if let Some(s) = m.swappiness() {
+            if s <= 100 {
+                w.push(("memory", "memory.swappiness", s.to_string()));
+            }
+        }
+        if m.disable_oom_killer() == Some(true) {
+            w.push(("memory", "memory.oom_control", "1".into()));
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if let Some(s) = c.shares() {
+            w.push(("cpu", "cpu.shares", s.to_string()));
+        }
+        if let Some(p) = c.period() {
+            w.push(("cpu", "cpu.cfs_period_us", p.to_string()));
+        }
+        if let Some(q) = c.quota() {
+            w.push(("cpu", "cpu.cfs_quota_us", q.to_string()));
+        }
+        if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
+            w.push(("cpuset", "cpuset.cpus", cpus.clone()));
+        }
+        if let Some(mems) = c.mems().as_ref().filter(|s| !s.is_empty()) {
+            w.push(("cpuset", "cpuset.mems", mems.clone()));
+        }
+    }
+    if let Some(p) = r.pids() {
+        let limit = p.limit();
+        w.push(("pids", "pids.max", if limit <= 0 { "max".into() } else { limit.to_string() }));
+    }
+    if let Some(b) = r.block_io() {
+        if let Some(weight) = b.weight() {
+            let file = if exists("blkio.weight") {
+                "blkio.weight"
+            } else if exists("blkio.bfq.weight") {
+                "blkio.bfq.weight"
+            } else {
+                return Err(Error::msg(
+                    "blkio weight requested, but this host has neither blkio.weight nor blkio.bfq.weight (no BFQ I/O scheduler is active)",
+                ));
+            };
+            w.push(("blkio", file, weight.to_string()));
+        }
+        let throttles = [
+            ("blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
+            ("blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
+            ("blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
+            ("blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+        ];
+        for (file, devices) in throttles {
+            for d in devices.iter().flatten() {
+                w.push(("blkio", file, format!("{}:{} {}", d.major(), d.minor(), d.rate())));
+            }
+        }
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resources(json: &str) -> LinuxResources {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn memory_cpu_pids_translate() {
+        let r = resources(r#"{"memory":{"limit":33554432,"reservation":1000},"cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0"},"pids":{"limit":20}}"#);
+        let w = writes(&r, |_| true).unwrap();
+        let files: Vec<_> = w.iter().map(|(_, f, v)| format!("{f}={v}")).collect();
+        assert_eq!(
+            files,
+            [
+                "memory.limit_in_bytes=33554432",
+                "memory.soft_limit_in_bytes=1000",
+                "cpu.shares=512",
+                "cpu.cfs_period_us=100000",
+                "cpu.cfs_quota_us=50000",
+                "cpuset.cpus=0",
+                "pids.max=20"
+            ]
+        );
+    }
+
+    #[test]
+    fn swap_without_accounting() {
+        let same = resources(r#"{"memory":{"limit":100,"swap":100}}"#);
+        assert_eq!(writes(&same, |_| false).unwrap().len(), 1);
+        let more = resources(r#"{"memory":{"limit":100,"swap":200}}"#);
+        assert!(writes(&more, |_| false).unwrap_err().0.contains("swap"));
+        assert_eq!(writes(&more, |_| true).unwrap()[1].2, "200");
+    }
+
+    #[test]
+    fn blkio_weight_needs_a_file() {
+        let r = resources(r#"{"blockIO":{"weight":300}}"#);
+        assert!(writes(&r, |_| false).unwrap_err().0.contains("blkio"));
+        assert_eq!(writes(&r, |f| f == "blkio.bfq.weight").unwrap()[0].1, "blkio.bfq.weight");
+        let t = resources(r#"{"blockIO":{"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1048576}]}}"#);
+        assert_eq!(writes(&t, |_| false).unwrap()[0].2, "8:0 1048576");
+    }
+
+    #[test]
+    fn unlimited_pids() {
+        let r = resources(r#"{"pids":{"limit":-1}}"#);
+        assert_eq!(writes(&r, |_| true).unwrap()[0].2, "max");
+    }
+}

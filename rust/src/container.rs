@@ -1,0 +1,317 @@
+//! The container lifecycle of the runtime spec: create, start, state, kill,
+//! delete (and run = all of them), over the state kept under a root dir.
+
+use crate::cgroups::{self, Cgroup};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::spawn::{self, Spawned};
+use crate::state::{self, State, Status, EXEC_FIFO};
+use oci_spec::runtime::Spec;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct CreateOptions {
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub systemd_cgroup: bool,
+    /// Leave out the exec fifo: the caller starts the init itself through
+    /// the returned sync socket (run, and in-process callers).
+    pub start_in_process: bool,
+}
+
+pub struct Created {
+    pub pid: i32,
+    /// Present when created with `start_in_process`.
+    pub init: Option<Spawned>,
+}
+
+/// Read and parse `<bundle>/config.json`.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::msg(format!("no config.json in bundle {}", bundle.display())));
+        }
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    serde_json::from_slice(&text).map_err(|e| Error::msg(format!("invalid {}: {e}", path.display())))
+}
+
+/// Undo on drop unless disarmed: a failed create leaves nothing behind.
+struct Cleanup<F: FnMut()>(Option<F>);
+
+impl<F: FnMut()> Drop for Cleanup<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.as_mut() {
+            f();
+        }
+    }
+}
+
+pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Created> {
+    state::validate_id(id)?;
+    let bundle = std::path::absolute(bundle).map_err(|e| Error::io("resolve bundle", bundle, e))?;
+    if !bundle.is_dir() {
+        return Err(Error::msg(format!("bundle {} is not a directory", bundle.display())));
+    }
+    let spec = load_spec(&bundle)?;
+    let mut plan = Plan::new(&spec, &bundle, opts.no_pivot)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), id, opts.systemd_cgroup)?;
+
+    std::fs::create_dir_all(root).map_err(|e| Error::io("create state root", root, e))?;
+    let dir = state::dir(root, id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::msg(format!("container {id} already exists")));
+        }
+        Err(e) => return Err(Error::io("create state dir", &dir, e)),
+    }
+    let dir_guard = Cleanup(Some(|| {
+        let _ = std::fs::remove_dir_all(&dir);
+    }));
+
+    let mode = cgroups::detect();
+    let cgroup = Cgroup::create(mode, &cgroup_path, linux.resources().as_ref())?;
+    let cgroup_guard = Cleanup(Some(|| {
+        cgroup.remove();
+    }));
+    plan.expand_cgroup_mounts(&cgroup, mode);
+
+    let fifo = dir.join(EXEC_FIFO);
+    if !opts.start_in_process {
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| Error::sys("create exec fifo", &fifo, e))?;
+        // mkfifo obeys the umask; any container user must be able to open it for writing.
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(|e| Error::io("chmod", &fifo, e))?;
+    }
+    let spawned = spawn::spawn(
+        &plan,
+        &cgroup,
+        &spawn::Options {
+            console_socket: opts.console_socket.as_deref(),
+            exec_fifo: (!opts.start_in_process).then_some(fifo.as_path()),
+            preserve_fds: opts.preserve_fds,
+        },
+    )?;
+    let pid = spawned.pid;
+    let kill_guard = Cleanup(Some(|| {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        spawn::reap(pid);
+    }));
+
+    let st = State {
+        id: id.to_string(),
+        pid,
+        pid_start: state::process_start(pid).unwrap_or(0),
+        bundle: bundle.clone(),
+        rootfs: plan.rootfs_path.clone(),
+        created: state::rfc3339_now(),
+        owner: String::new(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup: cgroup.clone(),
+    };
+    st.save(root)?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_atomically(pid_file, &pid.to_string())?;
+    }
+    std::mem::forget(kill_guard);
+    std::mem::forget(cgroup_guard);
+    std::mem::forget(dir_guard);
+    Ok(Created { pid, init: opts.start_in_process.then_some(spawned) })
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("capsa-tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
+}
+
+/// Release a created container: open its exec fifo, which its init waits on.
+pub fn start(root: &Path, id: &str) -> Result<()> {
+    let st = State::load(root, id)?;
+    match st.status(root) {
+        Status::Created => {}
+        s => return Err(Error::msg(format!("cannot start container {id}: it is {}", s.as_str()))),
+    }
+    let fifo = state::dir(root, id).join(EXEC_FIFO);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| Error::io("open exec fifo", &fifo, e))?;
+    // The init opens its end as soon as ours is open, then writes one byte;
+    // poll so that an init that died meanwhile cannot hang us.
+    loop {
+        let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r > 0 && pfd.revents & libc::POLLIN != 0 {
+            let mut b = [0u8; 1];
+            let n = unsafe { libc::read(file.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 1) };
+            if n == 1 {
+                break;
+            }
+        }
+        if !st.alive() {
+            let _ = std::fs::remove_file(&fifo);
+            return Err(Error::msg(format!("cannot start container {id}: its init process has exited")));
+        }
+    }
+    let _ = std::fs::remove_file(&fifo);
+    Ok(())
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+pub fn state(root: &Path, id: &str) -> Result<(State, Status)> {
+    let st = State::load(root, id)?;
+    let status = st.status(root);
+    Ok((st, status))
+}
+
+/// Every container under `root`, oldest first.
+pub fn list(root: &Path) -> Result<Vec<(State, Status)>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read state root", root, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(st) = State::load(root, &name) {
+            let status = st.status(root);
+            out.push((st, status));
+        }
+    }
+    out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
+    Ok(out)
+}
+
+pub fn ps(root: &Path, id: &str) -> Result<Vec<i32>> {
+    let st = State::load(root, id)?;
+    Ok(st.cgroup.pids())
+}
+
+/// A signal from a name (`TERM`, `SIGTERM`, `term`) or a number.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        return Err(Error::msg(format!("invalid signal number {n}")));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    if let Some(rt) = name.strip_prefix("SIGRTMIN+").and_then(|n| n.parse::<i32>().ok()) {
+        return Ok(libc::SIGRTMIN() + rt);
+    }
+    if let Some(rt) = name.strip_prefix("SIGRTMAX-").and_then(|n| n.parse::<i32>().ok()) {
+        return Ok(libc::SIGRTMAX() - rt);
+    }
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| Error::msg(format!("unknown signal {s:?}")))
+}
+
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
+    let st = State::load(root, id)?;
+    if st.status(root) == Status::Stopped {
+        return Err(Error::msg(format!("cannot kill container {id}: it is not running")));
+    }
+    if all {
+        for pid in st.cgroup.pids() {
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+    if unsafe { libc::kill(st.pid, signal) } != 0 {
+        return Err(Error::sys("kill", format!("container {id} init {}", st.pid), nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// Remove a container: its processes (with force, or while only created),
+/// its cgroup and its state.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let st = match State::load(root, id) {
+        Ok(st) => st,
+        Err(e) => {
+            // A create killed half-way leaves a dir without state: force removes it.
+            let dir = state::dir(root, id);
+            if force && state::validate_id(id).is_ok() && dir.is_dir() && !dir.join("state.json").exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Ok(());
+            }
+            return Err(e);
+        }
+    };
+    match st.status(root) {
+        Status::Running if !force => {
+            return Err(Error::msg(format!("cannot delete container {id}: it is running (stop it first, or use --force)")));
+        }
+        Status::Stopped => {}
+        _ => stop_all(&st),
+    }
+    // Our own child leaves a zombie until reaped.
+    unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    let failed = st.cgroup.remove();
+    if let Some((dir, e)) = failed.first() {
+        return Err(Error::io("remove cgroup", dir, std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))));
+    }
+    let dir = state::dir(root, id);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove state dir", &dir, e))
+}
+
+/// SIGKILL the init and everything in the cgroup, and wait until they are gone.
+fn stop_all(st: &State) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    unsafe { libc::kill(st.pid, libc::SIGKILL) };
+    loop {
+        unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
+        let pids = st.cgroup.pids();
+        for pid in &pids {
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        if (pids.is_empty() && !st.alive()) || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Wait for the init of a container this process created: its exit code.
+/// `interrupted` runs when a signal arrives, and may abort the wait.
+pub fn wait_pid(pid: i32, mut interrupted: impl FnMut() -> Result<()>) -> Result<i32> {
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(spawn::exit_code(status));
+        }
+        match nix::errno::Errno::last() {
+            nix::errno::Errno::EINTR => interrupted()?,
+            e => return Err(Error::msg(format!("wait for container init {pid}: {}", crate::error::errno_text(e)))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("sigkill").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("SIGRTMIN+1").unwrap(), libc::SIGRTMIN() + 1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The container's init, from the clone to the execve. This runs in the
+//! fresh child of a possibly multi-threaded process: it makes syscalls on
+//! data the plan built before the clone, and never touches the heap.
+
+use crate::caps;
+use crate::failure::Failure;
+use crate::mounts::{create_target, errno, is_dir, mount, remount};
+use crate::plan::Plan;
+use crate::sync;
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+/// Everything the child uses besides the plan: fds opened and pointer arrays built by the parent.
+pub struct Context<'a> {
+    pub plan: &'a Plan,
+    pub sync: RawFd,
+    /// Namespaces to join (CLONE_NEW* type, fd), user namespace first.
+    pub join: &'a [(i32, RawFd)],
+    pub console: Option<RawFd>,
+    /// The exec fifo: a /proc dir fd and "self/fd/N" of an O_PATH fd on the fifo.
+    pub fifo: Option<(RawFd, &'a CStr)>,
+    pub argv: *const *const libc::c_char,
+    pub envp: *const *const libc::c_char,
+    pub preserve_fds: u32,
+    /// On v1 the cgroup namespace is made after the parent moved us into our cgroup.
+    pub unshare_cgroupns: bool,
+}
+
+/// The child's whole life; never returns.
+pub fn run(cx: &Context<'_>) -> ! {
+    match setup(cx) {
+        Ok(exe) => {
+            unsafe { libc::execve(exe.as_ptr(), cx.argv, cx.envp) };
+            let e = errno();
+            sync::send_failure(cx.sync, &Failure::new("exec", exe, e));
+            unsafe { libc::_exit(127) }
+        }
+        Err(f) => {
+            sync::send_failure(cx.sync, &f);
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+fn check(r: libc::c_int, step: &'static str) -> Result<(), Failure<'static>> {
+    if r < 0 { Err(Failure::bare(step, errno())) } else { Ok(()) }
+}
+
+fn check_at<'a>(r: libc::c_int, step: &'static str, path: &'a CStr) -> Result<(), Failure<'a>> {
+    if r < 0 { Err(Failure::new(step, path, errno())) } else { Ok(()) }
+}
+
+/// Set up the container; returns the executable to exec once started.
+fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
+    let plan = cx.plan;
+    let p = &plan.process;
+    unsafe {
+        // Python's handlers and ignored signals must not leak into the container.
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    }
+    if sync::recv(cx.sync) != Some(sync::GO) {
+        unsafe { libc::_exit(1) };
+    }
+    if plan.new_namespaces & libc::CLONE_NEWUSER as u64 != 0 {
+        // Become the namespace's root, now that the parent has written the maps.
+        check(unsafe { libc::setresgid(0, 0, 0) }, "setresgid to root of the user namespace (is container gid 0 mapped?)")?;
+        check(unsafe { libc::setresuid(0, 0, 0) }, "setresuid to root of the user namespace (is container uid 0 mapped?)")?;
+    }
+    for (nstype, fd) in cx.join {
+        check(unsafe { libc::setns(*fd, *nstype) }, "join namespace (setns)")?;
+    }
+    if cx.unshare_cgroupns {
+        check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }, "unshare cgroup namespace")?;
+    }
+    check(unsafe { libc::setsid() }, "setsid")?;
+
+    setup_rootfs(plan)?;
+
+    if let Some(h) = &plan.hostname {
+        check_at(unsafe { libc::sethostname(h.as_ptr(), h.to_bytes().len()) }, "set hostname", h)?;
+    }
+    if let Some(d) = &plan.domainname {
+        check_at(unsafe { libc::setdomainname(d.as_ptr(), d.to_bytes().len()) }, "set domainname", d)?;
+    }
+    if let Some(sock) = cx.console {
+        console(sock)?;
+    }
+    for (resource, soft, hard) in &p.rlimits {
+        let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+        if unsafe { libc::setrlimit(*resource as _, &lim) } != 0 {
+            return Err(Failure::new("setrlimit", rlimit_name(*resource), errno()));
+        }
+    }
+    if let Some(adj) = p.oom_score_adj {
+        write_number(c"/proc/self/oom_score_adj", adj as i64)?;
+    }
+    if let Some(mask) = p.umask {
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    check_at(unsafe { libc::chdir(p.cwd.as_ptr()) }, "chdir to cwd", &p.cwd)?;
+    let exe = find_executable(plan)?;
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3 + cx.preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+    }
+    set_identity(plan)?;
+    if p.no_new_privs {
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "set no_new_privs")?;
+    }
+
+    if !sync::send(cx.sync, sync::READY) {
+        unsafe { libc::_exit(1) };
+    }
+    // From here on the container outlives the runtime that made it.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    match cx.fifo {
+        Some((proc_fd, path)) => {
+            // Blocks until `start` opens the fifo for reading.
+            let fd = unsafe { libc::openat(proc_fd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            check_at(fd, "open exec fifo", path)?;
+            unsafe { libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) };
+        }
+        None => {
+            if sync::recv(cx.sync) != Some(sync::START) {
+                unsafe { libc::_exit(1) };
+            }
+        }
+    }
+    Ok(exe)
+}
+
+fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
+    let root = &plan.rootfs;
+    mount(std::ptr::null(), c"/", std::ptr::null(), plan.root_propagation, std::ptr::null())
+        .map_err(|e| Failure::new("make / a slave mount", c"/", e))?;
+    mount(root.as_ptr(), root, std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
+        .map_err(|e| Failure::new("bind-mount rootfs", root, e))?;
+    for m in &plan.mounts {
+        m.apply()?;
+    }
+    let userns = plan.userns();
+    for d in &plan.devices {
+        if userns {
+            // mknod is refused in a user namespace: bind the host's node instead.
+            create_target(&d.target, true).map_err(|e| Failure::new("create device", &d.destination, e))?;
+            mount(d.host.as_ptr(), &d.target, std::ptr::null(), libc::MS_BIND, std::ptr::null())
+                .map_err(|e| Failure::new("bind-mount device", &d.destination, e))?;
+        } else {
+            unsafe { libc::unlink(d.target.as_ptr()) };
+            check_at(unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) }, "mknod", &d.destination)?;
+            // mknod obeys the umask; the config's mode is meant exactly.
+            check_at(unsafe { libc::chmod(d.target.as_ptr(), d.mode & 0o7777) }, "chmod device", &d.destination)?;
+            check_at(unsafe { libc::chown(d.target.as_ptr(), d.uid, d.gid) }, "chown device", &d.destination)?;
+        }
+    }
+    for (link, to) in &plan.dev_links {
+        if unsafe { libc::symlink(to.as_ptr(), link.as_ptr()) } != 0 && errno() != libc::EEXIST {
+            return Err(Failure::new("symlink", link, errno()));
+        }
+    }
+
+    check_at(unsafe { libc::chdir(root.as_ptr()) }, "chdir to rootfs", root)?;
+    if plan.no_pivot {
+        mount(root.as_ptr(), c"/", std::ptr::null(), libc::MS_MOVE, std::ptr::null())
+            .map_err(|e| Failure::new("move rootfs to /", root, e))?;
+        check_at(unsafe { libc::chroot(c".".as_ptr()) }, "chroot", root)?;
+    } else {
+        let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } as libc::c_int;
+        check_at(r, "pivot_root", root)?;
+        // The old root is stacked on "."; detach it without telling the host.
+        mount(std::ptr::null(), c".", std::ptr::null(), libc::MS_SLAVE | libc::MS_REC, std::ptr::null())
+            .map_err(|e| Failure::new("make old root a slave", root, e))?;
+        check_at(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }, "unmount old root", root)?;
+    }
+    check(unsafe { libc::chdir(c"/".as_ptr()) }, "chdir to /")?;
+    if plan.rootfs_propagation != 0 {
+        mount(std::ptr::null(), c"/", std::ptr::null(), plan.rootfs_propagation, std::ptr::null())
+            .map_err(|e| Failure::new("set rootfsPropagation on", c"/", e))?;
+    }
+    for path in &plan.masked {
+        let r = if is_dir(path) {
+            mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null())
+        } else {
+            mount(c"/dev/null".as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null())
+        };
+        match r {
+            Ok(()) | Err(libc::ENOENT) => {}
+            Err(e) => return Err(Failure::new("mask path", path, e)),
+        }
+    }
+    for path in &plan.readonly {
+        match mount(path.as_ptr(), path, std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) {
+            Err(libc::ENOENT) => continue,
+            Err(e) => return Err(Failure::new("bind readonly path", path, e)),
+            Ok(()) => remount(path, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC)
+                .map_err(|e| Failure::new("remount readonly path", path, e))?,
+        }
+    }
+    if plan.readonly_root {
+        remount(c"/", libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY).map_err(|e| Failure::new("remount root read-only", c"/", e))?;
+    }
+    Ok(())
+}
+
+/// A pty whose master goes to the console socket and whose slave becomes stdio.
+fn console(sock: RawFd) -> Result<(), Failure<'static>> {
+    let master = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    check_at(master, "open", c"/dev/ptmx")?;
+    let unlock: libc::c_int = 0;
+    check(unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) }, "unlock pty")?;
+    let slave = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    check(slave, "open pty peer")?;
+    send_fd(sock, master)?;
+    unsafe { libc::close(master) };
+    for fd in 0..3 {
+        check(unsafe { libc::dup2(slave, fd) }, "dup pty onto stdio")?;
+    }
+    if slave > 2 {
+        unsafe { libc::close(slave) };
+    }
+    check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) }, "make pty the controlling terminal")?;
+    Ok(())
+}
+
+/// sendmsg with SCM_RIGHTS, as runc's console socket protocol expects.
+fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), Failure<'static>> {
+    let name = b"/dev/ptmx";
+    let mut iov = libc::iovec { iov_base: name.as_ptr() as *mut libc::c_void, iov_len: name.len() };
+    let mut cmsg_buf = [0u64; 8];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+    }
+    let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+    if r < 0 { Err(Failure::bare("send pty master to console socket", errno())) } else { Ok(()) }
+}
+
+fn find_executable(plan: &Plan) -> Result<&CStr, Failure<'_>> {
+    let p = &plan.process;
+    let mut last = libc::ENOENT;
+    for c in &p.candidates {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(c.as_ptr(), &mut st) } == 0 {
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0 {
+                return Ok(c);
+            }
+            last = libc::EACCES;
+        }
+    }
+    if p.arg0.to_bytes().contains(&b'/') {
+        return Err(Failure::new("exec", &p.arg0, last));
+    }
+    Err(Failure::new("exec: executable file not found in $PATH:", &p.arg0, 0))
+}
+
+/// Groups, gid, uid, then the capability sets: the order that keeps the
+/// capabilities we need until the last step.
+fn set_identity(plan: &Plan) -> Result<(), Failure<'_>> {
+    let p = &plan.process;
+    if let Some(c) = &p.caps {
+        caps::drop_bounding(c.bounding, p.last_cap).map_err(|(cap, e)| Failure::new("drop from bounding set", caps::name(cap), e))?;
+    }
+    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }, "keep capabilities")?;
+    // setgroups is refused in a user namespace whose setgroups file says deny; an empty list is then moot.
+    let r = unsafe { libc::setgroups(p.groups.len(), p.groups.as_ptr()) };
+    if r != 0 && !(errno() == libc::EPERM && p.groups.is_empty() && plan.userns()) {
+        return Err(Failure::bare("setgroups", errno()));
+    }
+    check(unsafe { libc::setresgid(p.gid, p.gid, p.gid) }, "setresgid")?;
+    check(unsafe { libc::setresuid(p.uid, p.uid, p.uid) }, "setresuid")?;
+    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) }, "stop keeping capabilities")?;
+    if let Some(c) = &p.caps {
+        caps::set(c).map_err(|e| Failure::bare("capset", e))?;
+        caps::raise_ambient(c.ambient, p.last_cap).map_err(|(cap, e)| Failure::new("raise ambient capability", caps::name(cap), e))?;
+    }
+    Ok(())
+}
+
+
+fn rlimit_name(resource: u32) -> &'static CStr {
+    static NAMES: [&CStr; 16] = [
+        c"RLIMIT_CPU", c"RLIMIT_FSIZE", c"RLIMIT_DATA", c"RLIMIT_STACK", c"RLIMIT_CORE", c"RLIMIT_RSS",
+        c"RLIMIT_NPROC", c"RLIMIT_NOFILE", c"RLIMIT_MEMLOCK", c"RLIMIT_AS", c"RLIMIT_LOCKS",
+        c"RLIMIT_SIGPENDING", c"RLIMIT_MSGQUEUE", c"RLIMIT_NICE", c"RLIMIT_RTPRIO", c"RLIMIT_RTTIME",
+    ];
+    NAMES.get(resource as usize).copied().unwrap_or(c"RLIMIT")
+}
+
+/// Write a decimal number to a /proc file without the heap.
+fn write_number(path: &'static CStr, n: i64) -> Result<(), Failure<'static>> {
+    let mut buf = [0u8; 24];
+    let mut text = crate::failure::StackText::new();
+    let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{n}"));
+    let len = text.as_bytes().len().min(buf.len());
+    buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    check_at(fd, "open", path)?;
+    let r = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, len) };
+    unsafe { libc::close(fd) };
+    if r < 0 { Err(Failure::new("write", path, errno())) } else { Ok(()) }
+}
+

@@ -1,0 +1,184 @@
+//! capsa._core: the Python bindings of the capsa core. Bindings only; every
+//! mechanism lives in its own module. The GIL is released while the core works.
+
+pub mod caps;
+pub mod cgroups;
+pub mod container;
+pub mod error;
+pub mod failure;
+pub mod init;
+pub mod mounts;
+pub mod plan;
+pub mod rootpath;
+pub mod spawn;
+pub mod state;
+pub mod sync;
+
+use container::CreateOptions;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use std::path::PathBuf;
+
+create_exception!(_core, ContainerError, PyException, "A container operation failed; the message says which step, path and errno.");
+
+impl From<error::Error> for PyErr {
+    fn from(e: error::Error) -> PyErr {
+        ContainerError::new_err(e.0)
+    }
+}
+
+fn signal_number(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
+    if let Ok(n) = signal.extract::<i32>() {
+        return Ok(container::parse_signal(&n.to_string())?);
+    }
+    let s: String = signal.extract()?;
+    Ok(container::parse_signal(&s)?)
+}
+
+/// Create a container from a bundle; its init waits until `start`. Returns the init's pid.
+#[pyfunction]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false))]
+#[allow(clippy::too_many_arguments)]
+fn create(
+    py: Python<'_>,
+    root: PathBuf,
+    id: String,
+    bundle: PathBuf,
+    console_socket: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
+    no_pivot: bool,
+    preserve_fds: u32,
+    systemd_cgroup: bool,
+) -> PyResult<i32> {
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: false };
+    Ok(py.detach(|| container::create(&root, &id, &bundle, &opts))?.pid)
+}
+
+/// Start a created container.
+#[pyfunction]
+fn start(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
+    Ok(py.detach(|| container::start(&root, &id))?)
+}
+
+/// Create and start a container, then (unless detached) wait for it, delete
+/// it and return its exit code. Signals reach Python handlers while waiting.
+#[pyfunction]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false))]
+#[allow(clippy::too_many_arguments)]
+fn run(
+    py: Python<'_>,
+    root: PathBuf,
+    id: String,
+    bundle: PathBuf,
+    console_socket: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
+    no_pivot: bool,
+    preserve_fds: u32,
+    systemd_cgroup: bool,
+    detach: bool,
+) -> PyResult<Option<i32>> {
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: true };
+    let mut interrupted: Option<PyErr> = None;
+    let result = py.detach(|| -> error::Result<Option<i32>> {
+        let created = container::create(&root, &id, &bundle, &opts)?;
+        let init = created.init.as_ref().expect("created for an in-process start");
+        if let Err(e) = init.start() {
+            let _ = container::delete(&root, &id, true);
+            return Err(e);
+        }
+        if detach {
+            return Ok(None);
+        }
+        let code = container::wait_pid(created.pid, || {
+            Python::attach(|py| py.check_signals()).map_err(|e| {
+                interrupted = Some(e);
+                error::Error::msg("interrupted")
+            })
+        });
+        let _ = container::delete(&root, &id, true);
+        code.map(Some)
+    });
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
+    Ok(result?)
+}
+
+/// The runtime-spec state of a container, as JSON text.
+#[pyfunction(name = "state")]
+fn state_json(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
+    let (st, status) = py.detach(|| container::state(&root, &id))?;
+    Ok(st.to_json(status).to_string())
+}
+
+/// The states of all containers under root, as a JSON array.
+#[pyfunction]
+fn list(py: Python<'_>, root: PathBuf) -> PyResult<String> {
+    let all = py.detach(|| container::list(&root))?;
+    let items: Vec<serde_json::Value> = all.iter().map(|(st, status)| st.to_json(*status)).collect();
+    Ok(serde_json::Value::Array(items).to_string())
+}
+
+/// Send a signal (name or number) to a container's init, or with all=True to every process in it.
+#[pyfunction]
+#[pyo3(signature = (root, id, signal, all=false))]
+fn kill(py: Python<'_>, root: PathBuf, id: String, signal: &Bound<'_, PyAny>, all: bool) -> PyResult<()> {
+    let sig = signal_number(signal)?;
+    Ok(py.detach(|| container::kill(&root, &id, sig, all))?)
+}
+
+/// Delete a stopped (or, with force, any) container: processes, cgroup and state.
+#[pyfunction]
+#[pyo3(signature = (root, id, force=false))]
+fn delete(py: Python<'_>, root: PathBuf, id: String, force: bool) -> PyResult<()> {
+    Ok(py.detach(|| container::delete(&root, &id, force))?)
+}
+
+/// The host pids of the processes in a container.
+#[pyfunction]
+fn ps(py: Python<'_>, root: PathBuf, id: String) -> PyResult<Vec<i32>> {
+    Ok(py.detach(|| container::ps(&root, &id))?)
+}
+
+/// Wait for a container that this process created; its exit code (128+signal when killed).
+#[pyfunction]
+fn wait(py: Python<'_>, root: PathBuf, id: String) -> PyResult<i32> {
+    let st = py.detach(|| state::State::load(&root, &id))?;
+    let mut interrupted: Option<PyErr> = None;
+    let code = py.detach(|| {
+        container::wait_pid(st.pid, || {
+            Python::attach(|py| py.check_signals()).map_err(|e| {
+                interrupted = Some(e);
+                error::Error::msg("interrupted")
+            })
+        })
+    });
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
+    code.map_err(|e| ContainerError::new_err(format!("{e} (only a container created by this process can be waited for)")))
+}
+
+/// The signal number of a name such as TERM, SIGKILL or 9.
+#[pyfunction]
+fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
+    signal_number(signal)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("ContainerError", m.py().get_type::<ContainerError>())?;
+    m.add("OCI_VERSION", state::OCI_VERSION)?;
+    m.add_function(wrap_pyfunction!(create, m)?)?;
+    m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(state_json, m)?)?;
+    m.add_function(wrap_pyfunction!(list, m)?)?;
+    m.add_function(wrap_pyfunction!(kill, m)?)?;
+    m.add_function(wrap_pyfunction!(delete, m)?)?;
+    m.add_function(wrap_pyfunction!(ps, m)?)?;
+    m.add_function(wrap_pyfunction!(wait, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_signal, m)?)?;
+    Ok(())
+}

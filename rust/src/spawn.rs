@@ -1,0 +1,242 @@
+//! The parent side of the start path: open what the child needs, clone3 it
+//! into its namespaces (and, on cgroup v2, straight into its cgroup), write
+//! its id maps, and wait on the sync socket until it is set up or failed.
+
+use crate::cgroups::Cgroup;
+use crate::error::{Error, Result};
+use crate::init::{self, Context};
+use crate::plan::Plan;
+use crate::sync::{self, Heard};
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+pub struct Options<'a> {
+    pub console_socket: Option<&'a Path>,
+    /// With a fifo the child waits on it after setup (create/start from
+    /// different processes); without, it waits for START on the sync socket.
+    pub exec_fifo: Option<&'a Path>,
+    pub preserve_fds: u32,
+}
+
+/// A container init that finished its setup and waits to be started.
+pub struct Spawned {
+    pub pid: i32,
+    pub sync: OwnedFd,
+}
+
+impl Spawned {
+    /// Start a fifo-less init and wait until it has exec'd (or say why not).
+    pub fn start(&self) -> Result<()> {
+        sync::tell(&self.sync, sync::START)?;
+        match sync::hear(&self.sync)? {
+            Heard::Closed => Ok(()), // the socket is close-on-exec: closed means exec'd
+            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
+        }
+    }
+}
+
+fn open_path(path: &Path, flags: OFlag, what: &str) -> Result<OwnedFd> {
+    open(path, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| Error::sys(&format!("open {what}"), path, e))
+}
+
+pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned> {
+    // Everything the child touches is opened or built here, before the clone.
+    let mut join: Vec<(i32, OwnedFd)> = Vec::new();
+    let mut pid_ns: Option<OwnedFd> = None;
+    for (nstype, path) in &plan.join {
+        let fd = open_path(path, OFlag::O_RDONLY, "namespace path")?;
+        if *nstype == libc::CLONE_NEWPID {
+            pid_ns = Some(fd);
+        } else {
+            join.push((*nstype, fd));
+        }
+    }
+    join.sort_by_key(|(t, _)| *t != libc::CLONE_NEWUSER);
+    let join_raw: Vec<(i32, RawFd)> = join.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
+
+    let console = if plan.process.terminal {
+        let path = opts.console_socket.ok_or_else(|| Error::msg("process.terminal is true: a --console-socket is required"))?;
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?;
+        Some(OwnedFd::from(stream))
+    } else {
+        None
+    };
+
+    let fifo = match opts.exec_fifo {
+        Some(path) => {
+            let proc_dir = open_path(Path::new("/proc"), OFlag::O_PATH | OFlag::O_DIRECTORY, "/proc")?;
+            let fifo_fd = open_path(path, OFlag::O_PATH, "exec fifo")?;
+            let rel = CString::new(format!("self/fd/{}", fifo_fd.as_raw_fd())).unwrap_or_default();
+            Some((proc_dir, fifo_fd, rel))
+        }
+        None => None,
+    };
+
+    let argv: Vec<*const libc::c_char> = plan.process.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> = plan.process.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let (parent_sock, child_sock) = sync::pair()?;
+    let cgroup_fd = cgroup.clone_into_fd();
+    let mut flags = plan.new_namespaces;
+    let unshare_cgroupns = plan.new_cgroupns() && cgroup_fd.is_none();
+    if unshare_cgroupns {
+        flags &= !(libc::CLONE_NEWCGROUP as u64);
+    }
+
+    let cx = Context {
+        plan,
+        sync: child_sock.as_raw_fd(),
+        join: &join_raw,
+        console: console.as_ref().map(|c| c.as_raw_fd()),
+        fifo: fifo.as_ref().map(|(p, _, rel)| (p.as_raw_fd(), rel.as_c_str())),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        preserve_fds: opts.preserve_fds,
+        unshare_cgroupns,
+    };
+
+    let pid = with_pid_namespace(pid_ns.as_ref(), || clone(flags, cgroup_fd.as_ref()))?;
+    if pid == 0 {
+        init::run(&cx);
+    }
+    drop(child_sock);
+    let (pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
+
+    let finish = || -> Result<()> {
+        if let Some(map) = &plan.uid_map {
+            write_proc(pid, "uid_map", map)?;
+        }
+        if let Some(map) = &plan.gid_map {
+            write_proc(pid, "gid_map", map)?;
+        }
+        if !attached {
+            cgroup.attach(pid)?;
+        }
+        sync::tell(&parent_sock, sync::GO)?;
+        match sync::hear(&parent_sock)? {
+            Heard::Kind(sync::READY) => Ok(()),
+            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
+            Heard::Closed => Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid))))),
+        }
+    };
+    match finish() {
+        Ok(()) => Ok(Spawned { pid, sync: parent_sock }),
+        Err(e) => {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(pid);
+            Err(e)
+        }
+    }
+}
+
+/// clone3 returns the pid; a negative value marks "cloned without CLONE_INTO_CGROUP".
+fn pid_and_attached(raw: i64, wanted_into_cgroup: bool) -> (i32, bool) {
+    if raw < 0 { ((-raw) as i32, false) } else { (raw as i32, wanted_into_cgroup) }
+}
+
+/// One clone3 with all namespace flags; clone(2) where clone3 is missing.
+fn clone(flags: u64, cgroup_fd: Option<&OwnedFd>) -> Result<i64> {
+    let mut args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    if let Some(fd) = cgroup_fd {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if r >= 0 {
+        return Ok(r);
+    }
+    let e = nix::errno::Errno::last();
+    let fallback = match e {
+        nix::errno::Errno::ENOSYS => unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0, 0, 0, 0) },
+        // An old kernel without CLONE_INTO_CGROUP: clone first, join the cgroup after.
+        nix::errno::Errno::EINVAL | nix::errno::Errno::E2BIG if cgroup_fd.is_some() => {
+            let mut plain = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+            unsafe { libc::syscall(libc::SYS_clone3, &mut plain as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) }
+        }
+        _ => return Err(Error::msg(format!("clone3 with namespace flags {flags:#x}: {}", crate::error::errno_text(e)))),
+    };
+    match fallback {
+        0 => Ok(0),
+        r if r > 0 => Ok(-r),
+        _ => Err(Error::msg(format!("clone with namespace flags {flags:#x}: {}", crate::error::errno_text(nix::errno::Errno::last())))),
+    }
+}
+
+/// Joining a pid namespace only affects children: switch this thread's
+/// pid_for_children around the clone, then switch back.
+fn with_pid_namespace(target: Option<&OwnedFd>, f: impl FnOnce() -> Result<i64>) -> Result<i64> {
+    let Some(target) = target else { return f() };
+    let own = open_path(Path::new("/proc/thread-self/ns/pid_for_children"), OFlag::O_RDONLY, "own pid namespace")?;
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        return Err(Error::msg(format!("join pid namespace: {}", crate::error::errno_text(nix::errno::Errno::last()))));
+    }
+    let r = f();
+    if let Ok(0) = r {
+        return r; // the child: never switch back
+    }
+    unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
+    r
+}
+
+fn write_proc(pid: i32, file: &str, text: &str) -> Result<()> {
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, text).map_err(|e| Error::io(&format!("write {:?} to", text.trim()), &path, e))
+}
+
+/// Wait for a child of ours; its wait status.
+pub fn reap(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        return -1;
+    }
+}
+
+/// A wait status as the shell reports it: the exit code, or 128 + signal.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+fn describe_exit(status: i32) -> String {
+    if status == -1 {
+        "exit status unknown".into()
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exit code {}", libc::WEXITSTATUS(status))
+    }
+}

@@ -1,0 +1,183 @@
+//! A container's state on disk: `<root>/<id>/state.json`, written
+//! atomically, and the status derived from the live system (a recorded pid
+//! is only trusted while its start time still matches).
+
+use crate::cgroups::Cgroup;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const OCI_VERSION: &str = "1.2.0";
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    pub pid: i32,
+    /// /proc/<pid>/stat starttime, so a reused pid is never mistaken for ours.
+    pub pid_start: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    pub cgroup: Cgroup,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// runc's rule for ids: letters, digits and `_+-.`, not `.` or `..`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 1024
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
+    if ok { Ok(()) } else { Err(Error::msg(format!("invalid container id {id:?}: use letters, digits and _+-."))) }
+}
+
+pub fn dir(root: &Path, id: &str) -> PathBuf {
+    root.join(id)
+}
+
+impl State {
+    pub fn load(root: &Path, id: &str) -> Result<State> {
+        validate_id(id)?;
+        let path = dir(root, id).join("state.json");
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if dir(root, id).exists() {
+                    return Err(Error::msg(format!("container {id} is still being created")));
+                }
+                return Err(Error::msg(format!("container {id} does not exist")));
+            }
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        serde_json::from_slice(&text).map_err(|e| Error::msg(format!("corrupt state file {}: {e}", path.display())))
+    }
+
+    /// Write state.json through a temp file and a rename: readers see the old or the new.
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let d = dir(root, &self.id);
+        let tmp = d.join(".state.json.tmp");
+        let text = serde_json::to_vec(self).map_err(|e| Error::msg(format!("encode state: {e}")))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, d.join("state.json")).map_err(|e| Error::io("rename", &tmp, e))
+    }
+
+    pub fn alive(&self) -> bool {
+        self.pid > 0 && process_start(self.pid) == Some(self.pid_start)
+    }
+
+    pub fn status(&self, root: &Path) -> Status {
+        if !self.alive() {
+            Status::Stopped
+        } else if dir(root, &self.id).join(EXEC_FIFO).exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    /// The runtime-spec state, plus runc's rootfs, created and owner.
+    pub fn to_json(&self, status: Status) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "status": status.as_str(),
+            "pid": if status == Status::Stopped { 0 } else { self.pid },
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+            "annotations": self.annotations,
+        })
+    }
+}
+
+/// The start time of a live (not zombie) process, from /proc/<pid>/stat.
+pub fn process_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start(&stat)
+}
+
+fn parse_start(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Now as RFC 3339 with nanoseconds, UTC, as runc writes `created`.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", tod / 3600, tod / 60 % 60, tod % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("abc-1_2.3+x").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "x\0"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stat_parsing() {
+        let s = "123 (a) b) c) S 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_start(s), Some(98765));
+        let z = "123 (x) Z 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_start(z), None);
+        assert!(process_start(std::process::id() as i32).is_some());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_795_824_000, 5), "2026-11-28T00:00:00.000000005Z");
+        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+}

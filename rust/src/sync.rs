@@ -1,0 +1,97 @@
+//! The sync channel between the runtime and a container's init: a
+//! SOCK_SEQPACKET pair, one byte of kind per message, so neither side can
+//! hang on a dead peer (a closed end reads as EOF).
+
+use crate::error::{Error, Result};
+use crate::failure::{Failure, StackText};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Parent to child: uid maps written and cgroups joined, go on.
+pub const GO: u8 = b'G';
+/// Parent to child (run without the exec fifo): start the process now.
+pub const START: u8 = b'S';
+/// Child to parent: the container is set up and waits to be started.
+pub const READY: u8 = b'R';
+/// Child to parent: a failure message follows the kind byte.
+pub const FAILED: u8 = b'E';
+
+pub fn pair() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| Error::msg(format!("create sync socket pair: {}", crate::error::errno_text(e))))
+}
+
+/// Child side: send one kind byte. Allocation-free.
+pub fn send(fd: RawFd, kind: u8) -> bool {
+    loop {
+        let r = unsafe { libc::send(fd, &kind as *const u8 as *const libc::c_void, 1, libc::MSG_NOSIGNAL) };
+        if r == 1 {
+            return true;
+        }
+        if r < 0 && nix::errno::Errno::last_raw() == libc::EINTR {
+            continue;
+        }
+        return false;
+    }
+}
+
+/// Child side: wait for one kind byte; None on EOF (the parent is gone).
+pub fn recv(fd: RawFd) -> Option<u8> {
+    let mut b = 0u8;
+    loop {
+        let r = unsafe { libc::recv(fd, &mut b as *mut u8 as *mut libc::c_void, 1, 0) };
+        if r == 1 {
+            return Some(b);
+        }
+        if r < 0 && nix::errno::Errno::last_raw() == libc::EINTR {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Child side: report a failure to the parent. Allocation-free.
+pub fn send_failure(fd: RawFd, f: &Failure<'_>) {
+    let mut text = StackText::new();
+    let _ = std::fmt::Write::write_char(&mut text, FAILED as char);
+    f.render(&mut text);
+    let b = text.as_bytes();
+    unsafe { libc::send(fd, b.as_ptr() as *const libc::c_void, b.len(), libc::MSG_NOSIGNAL) };
+}
+
+/// What the parent heard from the child.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    Kind(u8),
+    Failed(String),
+    Closed,
+}
+
+/// Parent side: one message.
+pub fn hear(fd: &OwnedFd) -> Result<Heard> {
+    let mut buf = [0u8; 2048];
+    loop {
+        let r = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if r < 0 {
+            let e = nix::errno::Errno::last();
+            if e == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return Err(Error::msg(format!("read from container init: {}", crate::error::errno_text(e))));
+        }
+        return Ok(match r {
+            0 => Heard::Closed,
+            _ if buf[0] == FAILED => Heard::Failed(String::from_utf8_lossy(&buf[1..r as usize]).into_owned()),
+            _ => Heard::Kind(buf[0]),
+        });
+    }
+}
+
+/// Parent side: one kind byte.
+pub fn tell(fd: &OwnedFd, kind: u8) -> Result<()> {
+    if send(fd.as_raw_fd(), kind) {
+        Ok(())
+    } else {
+        Err(Error::msg("container init went away during setup"))
+    }
+}
