@@ -28,6 +28,8 @@ venv: $(PY)
 # The extension in release mode, installed into the venv with the console scripts.
 build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+	@# Bytecode ahead of time: start-up cost matters and PYTHONDONTWRITEBYTECODE may be set.
+	$(PY) -m compileall -q python/capsa
 
 setup: apt build
 

@@ -4,6 +4,7 @@ state root + bundles per test, and a finalizer that leaves the machine clean
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import sys
@@ -15,6 +16,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpers as h  # noqa: E402
+
+
+# A hung test (a runtime call blocking in-process, a container that never
+# exits) must not hang the suite until CI's limit: dump every thread's stack
+# and exit. Runtime CLI calls have their own, shorter timeouts.
+HANG_TIMEOUT = 180
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog():
+    faulthandler.dump_traceback_later(HANG_TIMEOUT, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_configure(config):
@@ -33,14 +47,36 @@ def base_dir():
         pytest.skip("the runtime tests need root")
     d = Path(tempfile.mkdtemp(prefix="capsa-test-"))
     os.chmod(d, 0o755)
+    subtree = _root_subtree_control()
     yield d
     _sweep_cgroup_parents()
+    _restore_root_subtree_control(subtree)
     leftover = h.mounts_containing(str(d))
     for line in reversed(leftover):
         os.system(f"umount -l {line.split()[4]} 2>/dev/null")
     for pid in h.processes_rooted_under(str(d)):
         h.kill_quietly(pid)
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _root_subtree_control() -> set[str] | None:
+    try:
+        return set((h.CGROUP_UNIFIED / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return None
+
+
+def _restore_root_subtree_control(before: set[str] | None) -> None:
+    """runc enables every available controller (here: hugetlb) in the root
+    cgroup2's subtree_control; leave the host as the session found it."""
+    now = _root_subtree_control()
+    if before is None or now is None:
+        return
+    for c in now - before:
+        try:
+            (h.CGROUP_UNIFIED / "cgroup.subtree_control").write_text(f"-{c}")
+        except OSError:
+            pass
 
 
 def _sweep_cgroup_parents():

@@ -76,10 +76,16 @@ def test_v1_limits_land_in_cgroup_files(ctx):
     ctx.assert_nothing_left(cid)
 
 
-@needs_v1("memory", "pids")
+V1_CONTROLLERS = ["memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices",
+                  "freezer"]
+
+
+@needs_v1(*V1_CONTROLLERS)
 def test_v1_process_cgroup_membership(ctx):
-    """/proc/<pid>/cgroup on the host shows cgroupsPath for every controller the
-    runtime manages (at least the ones it sets limits in)."""
+    """/proc/<pid>/cgroup on the host shows cgroupsPath in every v1 controller
+    hierarchy, as with runc: accounting (cpuacct), freezing (freezer) and the
+    device whitelist (devices) need the container in its own cgroup there too,
+    not only where config.json sets a limit."""
     cid, _ = ctx.create(["sleep", "1000"],
                         resources={"memory": {"limit": 64 * MiB}, "pids": {"limit": 100}})
     ctx.ok("start", cid)
@@ -90,10 +96,11 @@ def test_v1_process_cgroup_membership(ctx):
         for n in names.split(","):
             by_controller[n] = path
     want = h.cgroup_path_for(cid)
-    for controller in ("memory", "pids", "cpu", "cpuset", "blkio"):
-        if controller in by_controller:
-            assert by_controller[controller] == want, by_controller
+    for controller in V1_CONTROLLERS:
+        assert by_controller.get(controller) == want, (controller, by_controller)
+        assert pid in h.cgroup_procs(v1_dir(controller, cid)), controller
     ctx.ok("delete", "--force", cid)
+    ctx.assert_nothing_left(cid)
 
 
 @needs_v1("memory")

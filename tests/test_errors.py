@@ -201,9 +201,10 @@ def test_systemd_cgroup_fails_clearly(ctx):
 
 def test_unknown_command_and_flag(ctx):
     ctx.assert_error(ctx.cli("frobnicate"))
-    _, bundle = ctx.bundle(["true"], ctx.new_id())
-    ctx.assert_error(ctx.cli("create", "--no-such-flag", "--bundle", bundle, "x1"))
-    assert ctx.cli("state", "x1").returncode != 0
+    cid, bundle = ctx.bundle(["true"])
+    ctx.assert_error(ctx.cli("create", "--no-such-flag", "--bundle", bundle, cid))
+    assert ctx.cli("state", cid).returncode != 0
+    ctx.assert_nothing_left(cid)
 
 
 def test_create_without_id(ctx):

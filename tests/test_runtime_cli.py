@@ -352,6 +352,27 @@ def test_run_detach_pid_file(ctx):
     ctx.ok("delete", "--force", cid)
 
 
+@pytest.mark.parametrize("flag", ["--no-pivot", "--no-new-keyring"])
+def test_run_flags(ctx, flag):
+    cid, bundle = ctx.bundle(sh("echo $$; cat /etc/capsa-test-rootfs; ls /"))
+    res = ctx.cli("run", flag, "--bundle", bundle, cid)
+    assert res.returncode == 0, res.describe()
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["1", "capsa-test"]
+    assert "tmp" in lines[2:] and "etc" in lines[2:]
+    ctx.assert_nothing_left(cid)
+
+
+def test_create_start_with_flags(ctx):
+    pid_file = ctx.tmp / "flags.pid"
+    cid, _ = ctx.create(["sleep", "1000"], "--no-pivot", "--no-new-keyring",
+                        "--pid-file", pid_file)
+    ctx.ok("start", cid)
+    assert ctx.state(cid)["status"] == "running"
+    ctx.ok("delete", "--force", cid)
+    ctx.assert_nothing_left(cid)
+
+
 # ==========================================================================
 # Lifecycle
 # ==========================================================================

@@ -193,6 +193,32 @@ pub fn remount(target: &CStr, flags: u64) -> Result<(), i32> {
     }
 }
 
+/// mkdir -p of buf[..end] (NUL-terminated in place): try the whole path,
+/// and only on ENOENT walk up to the first existing ancestor.
+fn mkdir_all(buf: &mut [u8; 4096], end: usize) -> Result<(), i32> {
+    let saved = buf[end];
+    buf[end] = 0;
+    let r = unsafe { libc::mkdir(buf.as_ptr() as *const libc::c_char, 0o755) };
+    let e = errno();
+    buf[end] = saved;
+    if r == 0 || e == libc::EEXIST {
+        return Ok(());
+    }
+    if e != libc::ENOENT {
+        return Err(e);
+    }
+    match buf[..end].iter().rposition(|b| *b == b'/') {
+        Some(parent) if parent > 0 => mkdir_all(buf, parent)?,
+        _ => return Err(e),
+    }
+    let saved = buf[end];
+    buf[end] = 0;
+    let r = unsafe { libc::mkdir(buf.as_ptr() as *const libc::c_char, 0o755) };
+    let e = errno();
+    buf[end] = saved;
+    if r == 0 || e == libc::EEXIST { Ok(()) } else { Err(e) }
+}
+
 pub fn errno() -> i32 {
     nix::errno::Errno::last_raw()
 }
@@ -202,7 +228,8 @@ pub fn is_dir(path: &CStr) -> bool {
     unsafe { libc::stat(path.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR }
 }
 
-/// mkdir -p in a stack copy of `path`, then (for a file mount point) an empty file.
+/// mkdir -p in a stack copy of `path` (deepest first: one syscall when the
+/// parent exists), then (for a file mount point) an empty file.
 pub fn create_target(path: &CStr, is_file: bool) -> Result<(), i32> {
     let bytes = path.to_bytes();
     let mut buf = [0u8; 4096];
@@ -211,16 +238,8 @@ pub fn create_target(path: &CStr, is_file: bool) -> Result<(), i32> {
     }
     buf[..bytes.len()].copy_from_slice(bytes);
     let end = if is_file { bytes.iter().rposition(|b| *b == b'/').unwrap_or(0) } else { bytes.len() };
-    for i in 1..=end {
-        if i == end || buf[i] == b'/' {
-            let saved = buf[i];
-            buf[i] = 0;
-            let r = unsafe { libc::mkdir(buf.as_ptr() as *const libc::c_char, 0o755) };
-            buf[i] = saved;
-            if r != 0 && errno() != libc::EEXIST {
-                return Err(errno());
-            }
-        }
+    if end > 0 {
+        mkdir_all(&mut buf, end)?;
     }
     if is_file {
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644) };

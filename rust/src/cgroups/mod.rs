@@ -148,18 +148,26 @@ impl Cgroup {
     }
 
     /// mkdir -p of this cgroup's path under `root`, remembering what was new.
+    /// A parent removed meanwhile by another container's delete is made again.
     pub(crate) fn mkdir_all(&mut self, root: &Path) -> Result<()> {
-        let mut dir = root.to_path_buf();
-        for part in self.path.trim_start_matches('/').split('/') {
-            dir.push(part);
-            match std::fs::create_dir(&dir) {
-                Ok(()) => self.created.push(dir.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("create cgroup", &dir, e)),
+        let mut tries = 0;
+        'again: loop {
+            let mut dir = root.to_path_buf();
+            for part in self.path.trim_start_matches('/').split('/') {
+                dir.push(part);
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => self.created.push(dir.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => {
+                        tries += 1;
+                        continue 'again;
+                    }
+                    Err(e) => return Err(Error::io("create cgroup", &dir, e)),
+                }
             }
+            self.dirs.push(dir);
+            return Ok(());
         }
-        self.dirs.push(dir);
-        Ok(())
     }
 
     /// An fd on the v2 leaf for clone3's CLONE_INTO_CGROUP.
