@@ -45,7 +45,7 @@ pytest: build
 test: setup cargo-test pytest
 
 demo: setup
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) demo/demo.py
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m capsa.demo
 
 bench: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/start_latency.py

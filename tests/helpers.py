@@ -438,6 +438,16 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def proc_starttime(pid: int) -> int | None:
+    """Start time of pid (clock ticks since boot): with pid_max 32768 here,
+    a pid alone does not name a process for long."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 def processes_rooted_under(prefix: str) -> list[int]:
     """Host pids whose root directory (as seen from here) lies under prefix."""
     found = []
@@ -506,7 +516,7 @@ class Ctx:
         self.root = tmp / "state"
         self.ids: list[str] = []
         self.cgroup_paths: list[str] = []
-        self.pids: set[int] = set()
+        self.pids: dict[int, int | None] = {}  # pid -> start time
         # argv prefix for every runtime call (e.g. the cgroup2-only view)
         self.prefix: list[str] = []
 
@@ -583,8 +593,9 @@ class Ctx:
     def state(self, cid) -> dict:
         res = self.ok("state", cid)
         st = json.loads(res.stdout)
-        if st.get("pid"):
-            self.pids.add(st["pid"])
+        pid = st.get("pid")
+        if pid and pid not in self.pids:
+            self.pids[pid] = proc_starttime(pid)
         return st
 
     def wait_status(self, cid, status, timeout=10.0) -> dict:
@@ -651,8 +662,8 @@ class Ctx:
                 procs = cgroup_procs(d)
                 problems.append(f"cgroup left behind: {d} (procs {procs})")
                 remove_cgroup_tree(d)
-        for pid in sorted(self.pids):
-            if pid_alive(pid):
+        for pid, start in sorted(self.pids.items()):
+            if start is not None and proc_starttime(pid) == start and pid_alive(pid):
                 problems.append(f"container process {pid} still alive")
                 kill_quietly(pid)
         for pid in processes_rooted_under(str(self.tmp)) + \
