@@ -62,9 +62,10 @@ fn start(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
 }
 
 /// Create and start a container, then (unless detached) wait for it, delete
-/// it and return its exit code. Signals reach Python handlers while waiting.
+/// it and return its exit code. While waiting, signals either reach Python's
+/// handlers or, with forward_signals (the CLI), go on to the container.
 #[pyfunction]
-#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false))]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false, forward_signals=false))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -77,6 +78,7 @@ fn run(
     preserve_fds: u32,
     systemd_cgroup: bool,
     detach: bool,
+    forward_signals: bool,
 ) -> PyResult<Option<i32>> {
     let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: true };
     let mut interrupted: Option<PyErr> = None;
@@ -90,12 +92,16 @@ fn run(
         if detach {
             return Ok(None);
         }
-        let code = container::wait_pid(created.pid, || {
-            Python::attach(|py| py.check_signals()).map_err(|e| {
-                interrupted = Some(e);
-                error::Error::msg("interrupted")
+        let code = if forward_signals {
+            container::wait_forwarding_signals(created.pid)
+        } else {
+            container::wait_pid(created.pid, || {
+                Python::attach(|py| py.check_signals()).map_err(|e| {
+                    interrupted = Some(e);
+                    error::Error::msg("interrupted")
+                })
             })
-        });
+        };
         let _ = container::delete(&root, &id, true);
         code.map(Some)
     });

@@ -9,7 +9,6 @@ Every failure raises ContainerError with a message that names the step,
 the path and the errno. Kept import-light: `capsa-runtime` starts here too.
 """
 
-from __future__ import annotations
 
 import os
 
@@ -54,7 +53,7 @@ class Runtime:
         """The runtime-spec state: ociVersion, id, status, pid, bundle, rootfs, created, owner, annotations."""
         return _json(_core.state(self.root, id))
 
-    def list(self) -> list[dict]:
+    def list(self) -> "list[dict]":
         return _json(_core.list(self.root))
 
     def kill(self, id: str, signal: int | str = "TERM", *, all: bool = False) -> None:
@@ -67,7 +66,7 @@ class Runtime:
     def delete(self, id: str, *, force: bool = False) -> None:
         _core.delete(self.root, id, force)
 
-    def ps(self, id: str) -> list[int]:
+    def ps(self, id: str) -> "list[int]":
         return _core.ps(self.root, id)
 
 
