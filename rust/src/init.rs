@@ -115,11 +115,12 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "set no_new_privs")?;
     }
 
+    // From here on the container outlives the runtime that made it: stop
+    // dying with it before saying READY, or its exit could race our prctl.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
     if !sync::send(cx.sync, sync::READY) {
         unsafe { libc::_exit(1) };
     }
-    // From here on the container outlives the runtime that made it.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
     match cx.fifo {
         Some((proc_fd, path)) => {
             // Blocks until `start` opens the fifo for reading.
