@@ -71,8 +71,8 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     }
     if plan.new_namespaces & libc::CLONE_NEWUSER as u64 != 0 {
         // Become the namespace's root, now that the parent has written the maps.
-        check(unsafe { libc::setresgid(0, 0, 0) }, "setresgid to root of the user namespace (is container gid 0 mapped?)")?;
-        check(unsafe { libc::setresuid(0, 0, 0) }, "setresuid to root of the user namespace (is container uid 0 mapped?)")?;
+        check(setresgid(0), "setresgid to root of the user namespace (is container gid 0 mapped?)")?;
+        check(setresuid(0), "setresuid to root of the user namespace (is container uid 0 mapped?)")?;
     }
     for (nstype, fd) in cx.join {
         check(unsafe { libc::setns(*fd, *nstype) }, "join namespace (setns)")?;
@@ -278,12 +278,12 @@ fn set_identity(plan: &Plan) -> Result<(), Failure<'_>> {
     }
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }, "keep capabilities")?;
     // setgroups is refused in a user namespace whose setgroups file says deny; an empty list is then moot.
-    let r = unsafe { libc::setgroups(p.groups.len(), p.groups.as_ptr()) };
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) } as libc::c_int;
     if r != 0 && !(errno() == libc::EPERM && p.groups.is_empty() && plan.userns()) {
         return Err(Failure::bare("setgroups", errno()));
     }
-    check(unsafe { libc::setresgid(p.gid, p.gid, p.gid) }, "setresgid")?;
-    check(unsafe { libc::setresuid(p.uid, p.uid, p.uid) }, "setresuid")?;
+    check(setresgid(p.gid), "setresgid")?;
+    check(setresuid(p.uid), "setresuid")?;
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) }, "stop keeping capabilities")?;
     if let Some(c) = &p.caps {
         caps::set(c).map_err(|e| Failure::bare("capset", e))?;
@@ -292,6 +292,17 @@ fn set_identity(plan: &Plan) -> Result<(), Failure<'_>> {
     Ok(())
 }
 
+
+// Raw syscalls, not glibc's wrappers: in a process that had threads, glibc
+// broadcasts set*id calls to every thread it knows of (SIGSETXID) and waits
+// for them; in our child those threads do not exist and the wait never ends.
+fn setresuid(uid: u32) -> libc::c_int {
+    unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) as libc::c_int }
+}
+
+fn setresgid(gid: u32) -> libc::c_int {
+    unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) as libc::c_int }
+}
 
 fn rlimit_name(resource: u32) -> &'static CStr {
     static NAMES: [&CStr; 16] = [
