@@ -209,6 +209,15 @@ class ApiRuntime:
 # Main
 # --------------------------------------------------------------------------
 
+def leftover_cgroups() -> list[Path]:
+    """bench-* cgroups anywhere in the top two levels of /sys/fs/cgroup
+    (runc uses /<id>, capsa /capsa/<id>)."""
+    root = Path("/sys/fs/cgroup")
+    found = [p for p in root.glob("bench-*") if p.is_dir()]
+    found += [p for p in root.glob("*/bench-*") if p.is_dir()]
+    return sorted(found, key=lambda p: -len(p.parts))
+
+
 def p90(xs):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
@@ -223,6 +232,8 @@ def main():
     if cgroup_fstype() != "cgroup2":
         sys.exit("start_latency: /sys/fs/cgroup is not cgroup2 after re-exec")
 
+    subtree_file = Path("/sys/fs/cgroup/cgroup.subtree_control")
+    subtree_before = set(subtree_file.read_text().split())
     workdir = Path(tempfile.mkdtemp(prefix="capsa-bench-"))
     os.chmod(workdir, 0o755)
     bundle = build_bundle(workdir / "bundle")
@@ -240,17 +251,18 @@ def main():
             skipped.append(f"{name}: not on PATH")
     try:
         runners.append(ApiRuntime(workdir))
-    except ImportError as e:
-        skipped.append(f"capsa Python API: not importable ({e})")
+    except Exception as e:  # noqa: BLE001 - ImportError, or a broken build
+        skipped.append(f"capsa Python API: not importable ({type(e).__name__}: {e})")
 
     print("capsa start latency: `RUNTIME run` of a busybox container running `true`")
     print(f"command:  {' '.join(original_argv)}")
-    print(f"kernel:   {platform.release()}    nproc: {os.cpu_count()}")
+    print(f"kernel:   {platform.release()} (uname -r)    nproc: {len(os.sched_getaffinity(0))}")
     print("cgroups:  private mount namespace with cgroup2 mounted on /sys/fs/cgroup "
           "(crun 1.8 refuses this host's hybrid v1+v2 layout), so every runtime sees "
           "the same cgroup2-only view")
     print(f"bundle:   namespaces {', '.join(NAMESPACES)}; readonly rootfs; "
-          "no linux.resources")
+          "no linux.resources (crun 1.8 raises RLIMIT_MEMLOCK before loading its "
+          "device eBPF filter, which fails here: root lacks CAP_SYS_RESOURCE)")
     for r in runners:
         print(f"runtime:  {r.name}: {r.version()}")
     for s in skipped:
@@ -277,7 +289,20 @@ def main():
     finally:
         for r in runners:
             r.cleanup()
+        for d in leftover_cgroups():
+            print(f"warning:  cgroup left behind: {d}", file=sys.stderr)
+            try:
+                d.rmdir()
+            except OSError:
+                pass
         shutil.rmtree(workdir, ignore_errors=True)
+        # runc enables every available controller in the root's subtree_control
+        # (here: hugetlb); leave the host as found
+        for c in set(subtree_file.read_text().split()) - subtree_before:
+            try:
+                subtree_file.write_text(f"-{c}")
+            except OSError:
+                pass
 
     base = next((r for r in runners if r.name == "runc" and r.samples), None)
     base_median = statistics.median(base.samples) if base else None

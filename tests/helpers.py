@@ -421,7 +421,23 @@ def remove_cgroup_tree(d: Path) -> None:
         time.sleep(0.02)
 
 
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
+
+
 def kill_quietly(pid: int, sig=signal.SIGKILL) -> None:
+    """Kill a leftover; never the test process or its ancestors (should a
+    runtime have moved the caller into a container's cgroup)."""
+    if pid in _ancestors():
+        return
     try:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -661,6 +677,8 @@ class Ctx:
             for d in cgroup_dirs(path):
                 procs = cgroup_procs(d)
                 problems.append(f"cgroup left behind: {d} (procs {procs})")
+                if os.getpid() in procs:
+                    problems.append(f"the test process itself is in {d}")
                 remove_cgroup_tree(d)
         for pid, start in sorted(self.pids.items()):
             if start is not None and proc_starttime(pid) == start and pid_alive(pid):

@@ -95,34 +95,35 @@ def _bind_source_missing(ctx, cid):
     return ctx.write_bundle(cid, config)
 
 
-# (name, bundle maker, words the message must contain)
+# (name, bundle maker, words the message must contain, more words capsa's
+# message must contain where runc's wording differs)
 BAD_BUNDLES = [
-    ("missing-config", _missing_config, ["config.json"]),
-    ("invalid-json", _invalid_json, []),
-    ("no-process", _no_process, ["process"]),
-    ("empty-args", _empty_args, ["args"]),
-    ("args-not-a-list", _args_not_a_list, ["args"]),
-    ("missing-rootfs", _missing_rootfs, ["no-such-rootfs"]),
-    ("unknown-executable", _unknown_executable, ["nosuchcmd"]),
-    ("missing-namespace-path", _missing_namespace_path, ["/proc/999999/ns/net"]),
-    ("unknown-namespace-type", _unknown_namespace_type, ["bogus"]),
-    ("hostname-without-uts", _hostname_without_uts, ["hostname"]),
-    ("relative-cwd", _relative_cwd, ["cwd"]),
-    ("unknown-rlimit", _unknown_rlimit, ["RLIMIT_BOGUS"]),
-    ("rlimit-above-hard-limit", _rlimit_above_hard, ["rlimit"]),
-    ("bind-source-missing", _bind_source_missing, ["no-such-src"]),
+    ("missing-config", _missing_config, ["config.json"], []),
+    ("invalid-json", _invalid_json, [], ["config.json"]),
+    ("no-process", _no_process, ["process"], []),
+    ("empty-args", _empty_args, ["args"], []),
+    ("args-not-a-list", _args_not_a_list, [], ["config.json"]),
+    ("missing-rootfs", _missing_rootfs, ["no-such-rootfs"], []),
+    ("unknown-executable", _unknown_executable, ["nosuchcmd"], []),
+    ("missing-namespace-path", _missing_namespace_path, ["/proc/999999/ns/net"], []),
+    ("unknown-namespace-type", _unknown_namespace_type, ["bogus"], []),
+    ("hostname-without-uts", _hostname_without_uts, ["hostname"], []),
+    ("relative-cwd", _relative_cwd, ["cwd"], []),
+    ("unknown-rlimit", _unknown_rlimit, ["RLIMIT_BOGUS"], []),
+    ("rlimit-above-hard-limit", _rlimit_above_hard, ["rlimit"], ["RLIMIT_NOFILE"]),
+    ("bind-source-missing", _bind_source_missing, ["no-such-src"], []),
 ]
 
 
 @pytest.mark.parametrize("command", ["create", "run"])
-@pytest.mark.parametrize("name,make_bundle,mentions", BAD_BUNDLES,
+@pytest.mark.parametrize("name,make_bundle,mentions,capsa_mentions", BAD_BUNDLES,
                          ids=[b[0] for b in BAD_BUNDLES])
-def test_bad_bundle(ctx, command, name, make_bundle, mentions):
+def test_bad_bundle(ctx, command, name, make_bundle, mentions, capsa_mentions):
     cid = ctx.new_id()
     ctx.track_cgroup(h.cgroup_path_for(cid))
     bundle = make_bundle(ctx, cid)
     res = ctx.cli(command, "--bundle", bundle, cid, timeout=20)
-    ctx.assert_error(res, mentions=mentions)
+    ctx.assert_error(res, mentions=mentions, capsa_mentions=capsa_mentions)
     state = ctx.cli("state", cid)
     assert state.returncode != 0, f"a failed {command} left a container:\n{state.describe()}"
     ctx.assert_nothing_left(cid)

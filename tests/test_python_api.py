@@ -132,6 +132,33 @@ def test_readonly_root_and_masked_paths(api):
         assert out.split()[-1] == "0"
 
 
+def test_no_fds_leak_from_the_calling_process(api, capfd):
+    """The calling Python process has many fds, some inheritable: only stdio
+    reaches the container. (Output through capfd: a redirection in the
+    script would make sh itself hold extra fds.)"""
+    # two commands, so sh (PID 1) does not exec ls; ls lists PID 1's fds
+    cid, bundle = _bundle(api, sh("ls /proc/1/fd; ls -l /proc/1/fd >&2"))
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    try:
+        capfd.readouterr()
+        code = api.rt.run(cid, bundle)
+        out, err = capfd.readouterr()
+    finally:
+        os.close(fd)
+    assert code == 0, err
+    assert sorted(out.split(), key=int) == ["0", "1", "2"], err
+
+
+def test_container_stdio_is_the_callers(api, capfd):
+    cid, bundle = _bundle(api, sh("echo to-stdout; echo to-stderr >&2"))
+    capfd.readouterr()
+    assert api.rt.run(cid, bundle) == 0
+    out, err = capfd.readouterr()
+    assert out == "to-stdout\n"
+    assert err == "to-stderr\n"
+
+
 def test_user_namespace(api):
     mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     code, out, err = run_script(api, "cat /proc/self/uid_map",

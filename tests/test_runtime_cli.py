@@ -157,6 +157,19 @@ def test_relative_rootfs_path_in_bundle(ctx):
     assert res.stdout.strip() == "own-rootfs"
 
 
+def test_no_fds_leak_into_container(ctx):
+    """Only stdio crosses into the container (a leaked runtime fd, e.g. a
+    directory fd, is how CVE-2024-21626 escaped runc)."""
+    # ls is a child of PID 1 (sh) and lists PID 1's fds
+    out = run_ok(ctx, "ls /proc/1/fd; ls -l /proc/1/fd >&2")
+    assert sorted(out.split(), key=int) == ["0", "1", "2"], out
+
+
+def test_process_has_no_parent_inside(ctx):
+    out = run_ok(ctx, "grep -E '^(PPid|Pid):' /proc/self/status")
+    assert out.split() == ["Pid:", "1", "PPid:", "0"]
+
+
 def test_default_devices(ctx):
     script = " ; ".join(
         [f'[ -c /dev/{d} ] && echo "{d} ok"' for d in
@@ -302,6 +315,15 @@ def test_run_exit_code(ctx, code):
     assert res.returncode == code, res.describe()
 
 
+def test_run_returns_when_pid1_exits_leaving_children(ctx):
+    """PID 1 exits while a background child still runs (and holds stdout):
+    the kernel kills the rest of the pid namespace and run returns PID 1's
+    code."""
+    res = ctx.run(sh("sleep 1000 & echo started; exit 5"), timeout=20)
+    assert res.returncode == 5, res.describe()
+    assert res.stdout == "started\n"
+
+
 def test_run_deletes_container(ctx):
     cid, bundle = ctx.bundle(["true"])
     ctx.ok("run", "--bundle", bundle, cid)
@@ -413,6 +435,23 @@ def test_lifecycle(ctx):
     ctx.assert_nothing_left(cid)
 
 
+def test_relative_bundle_path(ctx):
+    """--bundle relative to the caller's cwd; state reports it absolute."""
+    cid, bundle = ctx.bundle(["sleep", "1000"])
+    ctx.ok("create", "--bundle", bundle.name, cid, cwd=bundle.parent)
+    st = ctx.state(cid)
+    assert st["bundle"] == str(bundle)
+    assert st["status"] == "created"
+    ctx.ok("delete", "--force", cid)
+
+
+def test_bundle_defaults_to_cwd(ctx):
+    cid, bundle = ctx.bundle(sh("echo from-cwd-bundle"))
+    res = ctx.cli("run", cid, cwd=bundle)
+    assert res.returncode == 0, res.describe()
+    assert res.stdout == "from-cwd-bundle\n"
+
+
 def test_start_twice_fails(ctx):
     cid, _ = ctx.create(["sleep", "1000"])
     ctx.ok("start", cid)
@@ -445,16 +484,15 @@ def test_delete_created_container(ctx):
     ctx.assert_nothing_left(cid)
 
 
-def _sigterm_exits_container(shared):
-    # PID 1 only receives signals it has a handler for: trap TERM, then tell
-    # the test it is ready.
-    return sh("trap 'exit 0' TERM; sleep 1000 & echo > /shared/ready; wait")
+# PID 1 of a pid namespace only receives signals it has a handler for (KILL
+# aside): trap TERM, then tell the test it is ready.
+TRAP_TERM = sh("trap 'exit 0' TERM; sleep 1000 & echo > /shared/ready; wait")
 
 
 @pytest.mark.parametrize("sig", [None, "TERM", "SIGTERM", "15", "KILL", "SIGKILL", "9"])
 def test_kill_signal_forms(ctx, sig):
     shared = ctx.shared_dir()
-    cid, _ = ctx.create(_sigterm_exits_container(shared),
+    cid, _ = ctx.create(TRAP_TERM,
                         extra_mounts=[ctx.bind_mount(shared)])
     ctx.ok("start", cid)
     pid = ctx.state(cid)["pid"]
