@@ -3,7 +3,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv
+APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev
 
 .PHONY: all setup apt venv build cargo-test pytest test demo bench clean
 
