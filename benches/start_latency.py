@@ -35,9 +35,6 @@ ARGV_ENV = "CAPSA_BENCH_ARGV"
 WARMUP = 3
 
 NAMESPACES = ["pid", "network", "ipc", "uts", "mount"]
-CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-        "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 
 
 def parse_args(argv):
@@ -77,52 +74,19 @@ def reexec_in_cgroup2_view():
 # --------------------------------------------------------------------------
 
 def build_bundle(dest: Path) -> Path:
-    rootfs = dest / "rootfs"
-    for d in ("bin", "etc", "proc", "dev", "sys", "tmp", "root"):
-        (rootfs / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-    applets = subprocess.run(["/bin/busybox", "--list"], check=True, capture_output=True,
-                             text=True).stdout.split()
-    for a in applets:
-        if a != "busybox":
-            os.symlink("busybox", rootfs / "bin" / a)  # relative: valid inside
-    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (rootfs / "etc" / "group").write_text("root:x:0:\n")
-    caps = {k: list(CAPS) for k in ("bounding", "effective", "permitted")}
-    config = {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["true"],
-            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
-            "capabilities": caps,
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": True},
-        "hostname": "bench",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
-        # No linux.resources: crun 1.8 raises RLIMIT_MEMLOCK before loading
-        # its device eBPF filter, which fails where root lacks CAP_SYS_RESOURCE.
-        "linux": {
-            "namespaces": [{"type": t} for t in NAMESPACES],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list",
-                            "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                              "/proc/sysrq-trigger"],
-        },
-    }
+    """The config `capsa-runtime spec` writes, on a busybox rootfs, running `true`;
+    without linux.resources (crun 1.8 raises RLIMIT_MEMLOCK before loading its
+    device eBPF filter, which fails where root lacks CAP_SYS_RESOURCE) and
+    without the cgroup namespace and mount, so that all three can run it."""
+    sys.path.insert(0, str(REPO / "python"))
+    from capsa.demo import busybox_bundle  # noqa: PLC0415 - the repo's own package
+
+    busybox_bundle(dest, ["true"])
+    config = json.loads((dest / "config.json").read_text())
+    config["hostname"] = "bench"
+    config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]
+    config["linux"].pop("resources", None)
+    config["linux"]["namespaces"] = [{"type": t} for t in NAMESPACES]
     (dest / "config.json").write_text(json.dumps(config, indent=2))
     return dest
 

@@ -38,11 +38,15 @@ MOUNT_OPTIONS = [
 ]
 
 
+# Bundles we write must also run under older runtimes (crun 1.8 refuses 1.2).
+SPEC_VERSION = "1.0.2"
+
+
 def default_spec() -> dict:
     """A config.json for a rootfs in ./rootfs running `sh` on a terminal, as `runc spec` makes."""
     caps = list(DEFAULT_CAPS)
     return {
-        "ociVersion": OCI_VERSION,
+        "ociVersion": SPEC_VERSION,
         "process": {
             "terminal": True,
             "user": {"uid": 0, "gid": 0},
