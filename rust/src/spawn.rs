@@ -123,6 +123,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     drop(child_sock);
     let (pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
 
+    let reaped = std::cell::Cell::new(false);
     let finish = || -> Result<()> {
         if let Some(map) = &plan.uid_map {
             write_proc(pid, "uid_map", map)?;
@@ -138,14 +139,20 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
             Heard::Kind(sync::READY) => Ok(()),
             Heard::Failed(msg) => Err(Error::msg(msg)),
             Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
-            Heard::Closed => Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid))))),
+            Heard::Closed => {
+                reaped.set(true);
+                Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid)))))
+            }
         }
     };
     match finish() {
         Ok(()) => Ok(Spawned { pid, sync: parent_sock }),
         Err(e) => {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            reap(pid);
+            // Once reaped, the pid may already belong to someone else.
+            if !reaped.get() {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                reap(pid);
+            }
             Err(e)
         }
     }
