@@ -171,6 +171,8 @@ pub fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
+/// mount(2). `source`, `fstype` and `data` are C strings or null (as mount(2) takes them).
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn mount(source: *const libc::c_char, target: &CStr, fstype: *const libc::c_char, flags: u64, data: *const libc::c_char) -> Result<(), i32> {
     let r = unsafe { libc::mount(source, target.as_ptr(), fstype, flags as libc::c_ulong, data as *const libc::c_void) };
     if r == 0 { Ok(()) } else { Err(errno()) }

@@ -344,7 +344,7 @@ pub fn exec_candidates(arg0: &str, path: &str) -> Vec<String> {
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> u32 {
-    (match t {
+    match t {
         PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
         PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
@@ -361,7 +361,7 @@ fn rlimit_resource(t: PosixRlimitType) -> u32 {
         PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
         PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
         PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as u32
+    }
 }
 
 #[cfg(test)]

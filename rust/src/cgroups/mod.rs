@@ -28,9 +28,9 @@ pub enum Mode {
 /// What kind of cgroup host this is, from the filesystem mounted at /sys/fs/cgroup.
 pub fn detect() -> Mode {
     match nix::sys::statfs::statfs(ROOT) {
-        Ok(s) if s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => Mode::V2,
+        Ok(s) if s.filesystem_type().0 == CGROUP2_SUPER_MAGIC => Mode::V2,
         _ => match nix::sys::statfs::statfs(&Path::new(ROOT).join("unified")) {
-            Ok(s) if s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC => Mode::Hybrid,
+            Ok(s) if s.filesystem_type().0 == CGROUP2_SUPER_MAGIC => Mode::Hybrid,
             _ => Mode::V1,
         },
     }

@@ -14,8 +14,8 @@ pub(super) fn create(cg: &mut Cgroup, hierarchies: &[Hierarchy], resources: Opti
         cg.mkdir_all(&h.mountpoint)?;
         if h.controllers.iter().any(|c| c == "cpuset") {
             // A new v1 cpuset is empty and refuses tasks until cpus and mems are copied down.
-            for dir in cg.created[before..].to_vec() {
-                inherit_cpuset(&dir)?;
+            for dir in &cg.created[before..] {
+                inherit_cpuset(dir)?;
             }
         }
     }
