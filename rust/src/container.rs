@@ -7,7 +7,8 @@ use crate::plan::Plan;
 use crate::spawn::{self, Spawned};
 use crate::state::{self, State, Status, EXEC_FIFO};
 use oci_spec::runtime::Spec;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -166,7 +167,6 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     Ok(())
 }
 
-use std::os::unix::fs::OpenOptionsExt;
 
 pub fn state(root: &Path, id: &str) -> Result<(State, Status)> {
     let st = State::load(root, id)?;
@@ -360,7 +360,6 @@ pub fn wait_forwarding_signals(pid: i32) -> Result<i32> {
     }
 }
 
-use std::os::fd::FromRawFd;
 
 #[cfg(test)]
 mod tests {

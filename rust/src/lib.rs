@@ -95,12 +95,7 @@ fn run(
         let code = if forward_signals {
             container::wait_forwarding_signals(created.pid)
         } else {
-            container::wait_pid(created.pid, || {
-                Python::attach(|py| py.check_signals()).map_err(|e| {
-                    interrupted = Some(e);
-                    error::Error::msg("interrupted")
-                })
-            })
+            wait_running_python_handlers(created.pid, &mut interrupted)
         };
         let _ = container::delete(&root, &id, true);
         code.map(Some)
@@ -116,6 +111,17 @@ fn run(
 fn state_json(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
     let (st, status) = py.detach(|| container::state(&root, &id))?;
     Ok(st.to_json(status).to_string())
+}
+
+/// Wait for our child `pid` with the GIL released; a signal runs Python's
+/// handlers, and an exception from one (KeyboardInterrupt) ends the wait.
+fn wait_running_python_handlers(pid: i32, interrupted: &mut Option<PyErr>) -> error::Result<i32> {
+    container::wait_pid(pid, || {
+        Python::attach(|py| py.check_signals()).map_err(|e| {
+            *interrupted = Some(e);
+            error::Error::msg("interrupted")
+        })
+    })
 }
 
 /// The states of all containers under root, as a JSON array.
@@ -152,14 +158,7 @@ fn ps(py: Python<'_>, root: PathBuf, id: String) -> PyResult<Vec<i32>> {
 fn wait(py: Python<'_>, root: PathBuf, id: String) -> PyResult<i32> {
     let st = py.detach(|| state::State::load(&root, &id))?;
     let mut interrupted: Option<PyErr> = None;
-    let code = py.detach(|| {
-        container::wait_pid(st.pid, || {
-            Python::attach(|py| py.check_signals()).map_err(|e| {
-                interrupted = Some(e);
-                error::Error::msg("interrupted")
-            })
-        })
-    });
+    let code = py.detach(|| wait_running_python_handlers(st.pid, &mut interrupted));
     if let Some(e) = interrupted {
         return Err(e);
     }

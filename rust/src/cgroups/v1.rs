@@ -27,18 +27,15 @@ pub(super) fn create(cg: &mut Cgroup, hierarchies: &[Hierarchy], resources: Opti
                 .find(|(h, _)| h.controllers.iter().any(|c| c == controller))
                 .map(|(_, d)| d.clone())
         };
-        for (controller, file, value) in writes(r, |f| dir_of_has(&dir_of, f))? {
+        // An optional file is present when the directory of its controller (the prefix) has it.
+        let exists = |file: &str| dir_of(file.split('.').next().unwrap_or("")).is_some_and(|d| d.join(file).exists());
+        for (controller, file, value) in writes(r, exists)? {
             let dir = dir_of(controller)
                 .ok_or_else(|| Error::msg(format!("cgroup v1 controller {controller} is not mounted, but the config sets {file}")))?;
             super::write(&dir, file, &value)?;
         }
     }
     Ok(())
-}
-
-fn dir_of_has(dir_of: &dyn Fn(&str) -> Option<PathBuf>, file: &str) -> bool {
-    let controller = file.split('.').next().unwrap_or("");
-    dir_of(controller).map(|d| d.join(file).exists()).unwrap_or(false)
 }
 
 fn inherit_cpuset(dir: &Path) -> Result<()> {
