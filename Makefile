@@ -3,7 +3,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev
+APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev \
+                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils
 
 .PHONY: all setup apt venv build cargo-test pytest test demo bench clean
 
@@ -39,7 +40,7 @@ LIBPYTHON_DIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_v
 
 # cargo test links libpython (the extension-module feature is maturin's alone).
 cargo-test: venv
-	PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(LIBPYTHON_DIR) cargo test -q
+	PYO3_PYTHON=$(abspath $(PY)) LD_LIBRARY_PATH=$(LIBPYTHON_DIR) cargo test --workspace -q
 
 pytest: build
 	$(VENV)/bin/pytest -q tests

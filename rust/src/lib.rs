@@ -1,20 +1,8 @@
 //! capsa._core: the Python bindings of the capsa core. Bindings only; every
 //! mechanism lives in its own module. The GIL is released while the core works.
 
-pub mod caps;
-pub mod cgroups;
-pub mod container;
-pub mod error;
-pub mod failure;
-pub mod init;
-pub mod mounts;
-pub mod plan;
-pub mod rootpath;
-pub mod spawn;
-pub mod state;
-pub mod sync;
-
-use container::CreateOptions;
+use capsa_core::container::{self, CreateOptions};
+use capsa_core::{error, state};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -22,18 +10,23 @@ use std::path::PathBuf;
 
 create_exception!(_core, ContainerError, PyException, "A container operation failed; the message says which step, path and errno.");
 
-impl From<error::Error> for PyErr {
-    fn from(e: error::Error) -> PyErr {
-        ContainerError::new_err(e.0)
+/// A core error becomes a ContainerError carrying its one-line message.
+trait OrRaise<T> {
+    fn or_raise(self) -> PyResult<T>;
+}
+
+impl<T> OrRaise<T> for error::Result<T> {
+    fn or_raise(self) -> PyResult<T> {
+        self.map_err(|e| ContainerError::new_err(e.0))
     }
 }
 
 fn signal_number(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
     if let Ok(n) = signal.extract::<i32>() {
-        return Ok(container::parse_signal(&n.to_string())?);
+        return container::parse_signal(&n.to_string()).or_raise();
     }
     let s: String = signal.extract()?;
-    Ok(container::parse_signal(&s)?)
+    container::parse_signal(&s).or_raise()
 }
 
 /// Create a container from a bundle; its init waits until `start`. Returns the init's pid.
@@ -52,13 +45,13 @@ fn create(
     systemd_cgroup: bool,
 ) -> PyResult<i32> {
     let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: false };
-    Ok(py.detach(|| container::create(&root, &id, &bundle, &opts))?.pid)
+    Ok(py.detach(|| container::create(&root, &id, &bundle, &opts)).or_raise()?.pid)
 }
 
 /// Start a created container.
 #[pyfunction]
 fn start(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
-    Ok(py.detach(|| container::start(&root, &id))?)
+    py.detach(|| container::start(&root, &id)).or_raise()
 }
 
 /// Create and start a container, then (unless detached) wait for it, delete
@@ -103,13 +96,13 @@ fn run(
     if let Some(e) = interrupted {
         return Err(e);
     }
-    Ok(result?)
+    result.or_raise()
 }
 
 /// The runtime-spec state of a container, as JSON text.
 #[pyfunction(name = "state")]
 fn state_json(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
-    let (st, status) = py.detach(|| container::state(&root, &id))?;
+    let (st, status) = py.detach(|| container::state(&root, &id)).or_raise()?;
     Ok(st.to_json(status).to_string())
 }
 
@@ -127,7 +120,7 @@ fn wait_running_python_handlers(pid: i32, interrupted: &mut Option<PyErr>) -> er
 /// The states of all containers under root, as a JSON array.
 #[pyfunction]
 fn list(py: Python<'_>, root: PathBuf) -> PyResult<String> {
-    let all = py.detach(|| container::list(&root))?;
+    let all = py.detach(|| container::list(&root)).or_raise()?;
     let items: Vec<serde_json::Value> = all.iter().map(|(st, status)| st.to_json(*status)).collect();
     Ok(serde_json::Value::Array(items).to_string())
 }
@@ -137,26 +130,26 @@ fn list(py: Python<'_>, root: PathBuf) -> PyResult<String> {
 #[pyo3(signature = (root, id, signal, all=false))]
 fn kill(py: Python<'_>, root: PathBuf, id: String, signal: &Bound<'_, PyAny>, all: bool) -> PyResult<()> {
     let sig = signal_number(signal)?;
-    Ok(py.detach(|| container::kill(&root, &id, sig, all))?)
+    py.detach(|| container::kill(&root, &id, sig, all)).or_raise()
 }
 
 /// Delete a stopped (or, with force, any) container: processes, cgroup and state.
 #[pyfunction]
 #[pyo3(signature = (root, id, force=false))]
 fn delete(py: Python<'_>, root: PathBuf, id: String, force: bool) -> PyResult<()> {
-    Ok(py.detach(|| container::delete(&root, &id, force))?)
+    py.detach(|| container::delete(&root, &id, force)).or_raise()
 }
 
 /// The host pids of the processes in a container.
 #[pyfunction]
 fn ps(py: Python<'_>, root: PathBuf, id: String) -> PyResult<Vec<i32>> {
-    Ok(py.detach(|| container::ps(&root, &id))?)
+    py.detach(|| container::ps(&root, &id)).or_raise()
 }
 
 /// Wait for a container that this process created; its exit code (128+signal when killed).
 #[pyfunction]
 fn wait(py: Python<'_>, root: PathBuf, id: String) -> PyResult<i32> {
-    let st = py.detach(|| state::State::load(&root, &id))?;
+    let st = py.detach(|| state::State::load(&root, &id)).or_raise()?;
     let mut interrupted: Option<PyErr> = None;
     let code = py.detach(|| wait_running_python_handlers(st.pid, &mut interrupted));
     if let Some(e) = interrupted {

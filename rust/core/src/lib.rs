@@ -1,0 +1,16 @@
+//! capsa-core: the mechanism of the capsa container engine, with no Python in
+//! it, so that the pyo3 bindings (`capsa._core`) and native helpers such as
+//! the container monitor share one implementation.
+
+pub mod caps;
+pub mod cgroups;
+pub mod container;
+pub mod error;
+pub mod failure;
+pub mod init;
+pub mod mounts;
+pub mod plan;
+pub mod rootpath;
+pub mod spawn;
+pub mod state;
+pub mod sync;
