@@ -1,0 +1,29 @@
+"""capsa.db: the one SQLite database under the store root, shared by the image
+store and container records. WAL so readers never block the writer; a busy
+timeout so concurrent CLIs wait for each other instead of failing. Each module
+creates its own tables (CREATE TABLE IF NOT EXISTS) inside a transaction."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+DEFAULT_ROOT = Path("/var/lib/capsa")
+
+
+def store_root(root: str | os.PathLike | None = None) -> Path:
+    """--root, else $CAPSA_ROOT, else /var/lib/capsa."""
+    if root:
+        return Path(root)
+    return Path(os.environ.get("CAPSA_ROOT") or DEFAULT_ROOT)
+
+
+def connect(root: Path) -> sqlite3.Connection:
+    root.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(root / "capsa.db", timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
