@@ -24,7 +24,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8"
+	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8" "cryptography>=42"
 	@# setuptools' distutils-precedence.pth costs every capsa-runtime start ~2 ms; nothing here needs it.
 	@$(PY) -m pip uninstall -q -y setuptools 2>/dev/null || true
 
