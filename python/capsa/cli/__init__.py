@@ -112,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout = None   # nothing more to flush into a closed pipe
     except OSError as e:
         # Disk full and friends surface as OSError from deep inside a copy.
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"capsa: error: {e.strerror.lower() if e.strerror else e}{where}", file=sys.stderr)
+        import errno
+        what = (e.strerror or str(e)).lower()
+        if e.filename:
+            what += f" writing {e.filename}" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f": {e.filename}"
+        print(f"capsa: error: {what}", file=sys.stderr)
         code = 1
     _exit(code)
 

@@ -318,6 +318,7 @@ def save_command(
 ) -> None:
     """Save one or more images to a tar archive (docker-archive + OCI layout)."""
     from capsa.image.archive import save
+    from capsa.image.store import naming
     with open_store() as store:
         if output is None:
             if sys.stdout.isatty():
@@ -327,7 +328,7 @@ def save_command(
             return
         tmp = output.with_name(f".{output.name}.capsa-tmp-{os.getpid()}")
         try:
-            with open(tmp, "wb") as f:
+            with naming(tmp), open(tmp, "wb") as f:
                 save(store, images, f)
             os.replace(tmp, output)
         except BaseException:

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from capsa.errors import CapsaError
 from capsa.image.progress import Progress
 from capsa.image.reference import InvalidReference, Reference
-from capsa.image.store import DigestError, Image, Store, chain_ids, hex_of, sha256_digest
+from capsa.image.store import DigestError, Image, Store, chain_ids, hex_of, naming, sha256_digest
 from capsa.registry import mediatypes
 
 CHUNK = 1 << 20
@@ -168,7 +168,7 @@ class _Reader:
         hasher = hashlib.sha256()
         tmp = self.store.temp_path("load-")
         size = 0
-        with open(tmp, "wb") as out:
+        with naming(tmp), open(tmp, "wb") as out:
             while chunk := f.read(CHUNK):
                 hasher.update(chunk)
                 out.write(chunk)

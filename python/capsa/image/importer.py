@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import BinaryIO
 
 from capsa.errors import CapsaError
-from capsa.image.store import Image, Store, sha256_digest
+from capsa.image.store import Image, Store, naming, sha256_digest
 from capsa.registry import mediatypes
 
 CHUNK = 1 << 20
@@ -113,7 +113,7 @@ def import_tarball(store: Store, source: BinaryIO, *, tags: list[str] = (), chan
 
     with store.writing():
         tmp = store.temp_path("import-")
-        with open(tmp, "wb") as out:
+        with naming(tmp), open(tmp, "wb") as out:
             diff_id = _copy_uncompressed(source, out)
         size = tmp.stat().st_size
         store.adopt_blob(tmp, diff_id)

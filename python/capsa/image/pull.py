@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from capsa.errors import CapsaError
 from capsa.image.progress import Progress, for_output
 from capsa.image.reference import Reference
-from capsa.image.store import Image, LayerRecord, Store, chain_ids, hex_of, short_id
+from capsa.image.store import Image, LayerRecord, Store, chain_ids, hex_of, naming, short_id
 from capsa.registry import mediatypes
 from capsa.registry.errors import NoMatchingPlatform, RegistryError
 
@@ -68,7 +68,8 @@ def pull(store: Store, reference_text: str, *, platform: str | None = None, quie
             with store.writing():
                 config_path = store.blob_path(config_digest)
                 if not config_path.exists():
-                    client.fetch_blob(ref.repository, config_digest, config_path, size=config_desc.get("size"))
+                    with naming(config_path):
+                        client.fetch_blob(ref.repository, config_digest, config_path, size=config_desc.get("size"))
                 config_bytes = config_path.read_bytes()
                 config = json.loads(config_bytes)
                 _check_platform(config, wanted, what)
@@ -131,8 +132,9 @@ def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff
         path = store.blob_path(digest)
         if not path.exists():
             progress.layer(short, "Downloading")
-            client.fetch_blob(repository, digest, path, size=size,
-                              progress=lambda done, total: progress.bytes(short, done, total or size))
+            with naming(path):
+                client.fetch_blob(repository, digest, path, size=size,
+                                  progress=lambda done, total: progress.bytes(short, done, total or size))
             progress.layer(short, "Download complete")
         return i
 

@@ -108,6 +108,17 @@ def hex_of(digest: str) -> str:
     return hex_part
 
 
+@contextlib.contextmanager
+def naming(path) -> Iterator[None]:
+    """OSErrors from writes inside carry `path` (a bare ENOSPC names no file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+
+
 def short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
@@ -257,7 +268,7 @@ class Store:
         dest = self.blob_path(digest)
         if not dest.exists():
             tmp = self.temp_path("blob-")
-            with open(tmp, "wb") as f:
+            with naming(tmp), open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, dest)
         return digest
