@@ -55,3 +55,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) target
+
+# Pull of a 4-layer Debian image from a local registry: capsa vs skopeo+umoci vs podman.
+.PHONY: bench-pull
+bench-pull: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/pull.py
