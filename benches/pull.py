@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from registry_server import start_registry, stop_registry  # noqa: E402  (the tests' real registry)
 
 CACHE = Path("/var/tmp/capsa-bench/pull")
-SCRATCH = Path("/dev/shm/capsa-bench-pull")
+SCRATCH = Path("/dev/shm/capsa-pull")
 SUITE = "bookworm"
 LAYERS = [  # (name, tar arguments relative to the rootfs)
     ("base", ["--exclude=./usr", "."]),
@@ -185,7 +185,7 @@ def pull_skopeo_umoci(args, ref: str, d: Path) -> None:
 
 
 def pull_podman(args, ref: str, d: Path) -> None:
-    run(["podman", "--root", str(d / "podman"), "--runroot", str(d / "podman-run"),
+    run(["podman", "--root", str(d / "podman"), "--runroot", str(d / "run"),
          "--storage-driver", args.driver, "pull", "-q", "--tls-verify=false", ref], env=podman_env(d))
 
 
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
         for i in range(args.runs + 1):          # round 0 is a warm-up, not counted
             order = tools[i % len(tools):] + tools[:i % len(tools)]
             for name, fn in order:
-                d = args.scratch / f"run-{i}-{fn.__name__}"
+                d = args.scratch / f"{i}{fn.__name__[5]}"   # short: podman's runroot max is 50 chars
                 clean(d)
                 d.mkdir(parents=True)
                 subprocess.run(["sync"])
