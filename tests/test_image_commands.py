@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from registry_server import (  # noqa: F401  (fixtures)
-    build_image, busybox_tar, registry, registry_basic, write_oci_layout,
+    build_image, busybox_tar, registry, registry_basic, registry_token, write_oci_layout,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -426,3 +426,50 @@ def test_login_and_logout_use_docker_config(registry_basic, scratch):
     capsa(root, "pull", "-q", f"{registry_basic.host}/{repo}:v1", env=env)
     assert "Removing login credentials" in capsa(root, "logout", registry_basic.host, env=env).stdout.decode()
     one_line_error(capsa(root, "pull", f"{registry_basic.host}/{repo}:v1", env=env, check=False))
+
+
+# ----------------------------------------------------------- CLI behaviour
+
+def test_cli_start_imports_neither_httpx_nor_rich():
+    code = ("import sys; import capsa.cli as c; c._register(); "
+            "print(sorted(m for m in ('httpx', 'rich', 'sqlite3', 'pydantic') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=TIMEOUT).stdout
+    assert out.strip() == "[]"
+
+
+def test_ctrl_c_exits_130_without_a_traceback_and_the_store_recovers(registry, root):
+    repo = unique("interrupted")
+    big_image(registry, repo, layers=3, files=1000, size=4 << 10)
+    name = f"{registry.host}/{repo}:v1"
+    proc = subprocess.Popen([sys.executable, "-m", "capsa.cli", "--root", str(root), "pull", name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "CAPSA_MAX_CONCURRENT_DOWNLOADS": "1"})
+    deadline = time.monotonic() + 60
+    while not any((root / "blobs" / "sha256").glob(".*.partial")) if (root / "blobs").exists() else True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err
+    assert capsa(root, "images", "-q").stdout == b""
+    assert store_debris(root) == []
+    capsa(root, "pull", "-q", name)
+
+
+def test_pull_with_a_bearer_token_registry_and_push_mounts_across_repositories(registry, root):
+    source, target = unique("mount-src"), unique("mount-dst")
+    registry.push_image(source, "v1", files={"etc/m": b"m\n"})
+    capsa(root, "pull", "-q", f"{registry.host}/{source}:v1")
+    capsa(root, "tag", f"{registry.host}/{source}:v1", f"{registry.host}/{target}:v1")
+    out = capsa(root, "push", f"{registry.host}/{target}:v1").stdout.decode()
+    assert f"Mounted from {source}" in out
+    assert capsa(root, "push", f"{registry.host}/{target}:v1").stdout.decode().count("Layer already exists") >= 2
+
+
+def test_anonymous_pull_through_the_token_flow(registry_token, root):
+    repo = unique("token")
+    registry_token.push_image(repo, "v1")
+    capsa(root, "pull", "-q", f"{registry_token.host}/{repo}:v1")
+    assert len(capsa(root, "images", "-q").stdout.split()) == 1

@@ -40,6 +40,9 @@ def push(store: Store, reference_text: str, *, quiet: bool = False, progress: Pr
                 path = store.blob_path(digest)
                 if size is None:
                     size = path.stat().st_size
+                if sources and client.blob_exists(ref.repository, digest) is not None:
+                    progress.layer(short, "Layer already exists")
+                    return
                 for source in sources:
                     if client.mount_blob(ref.repository, digest, source):
                         progress.layer(short, f"Mounted from {source}")
