@@ -12,6 +12,9 @@ Fixtures (session-scoped, each torn down with its processes and temp dirs):
 
 Other test modules use them as they are (conftest imports them) and build
 images with `registry.push_image("repo", "tag")` / `registry.push_index(...)`.
+The registries are shared by the whole session, and equal content is one
+blob in them: a test that corrupts stored blobs (registry.blob_path) must
+corrupt only content of its own, e.g. build_image(files={"id": os.urandom(16)}).
 """
 
 from __future__ import annotations
@@ -555,6 +558,7 @@ class Fault:
     times: int = 1            # how many matching requests it applies to
     status: int = 503
     location: str = ""        # for "redirect": the URL prefix; the request path is appended
+    method: str | None = None  # only requests with this method
 
 
 @dataclass
@@ -614,10 +618,11 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.times > 0 and fault.path_contains in path:
+                if (fault.times > 0 and fault.path_contains in path
+                        and fault.method in (None, method)):
                     fault.times -= 1
                     return fault
         return None
@@ -636,7 +641,7 @@ class FaultProxy:
                     return
                 rest += chunk
             self.requests.append(SeenRequest(method, path, headers))
-            fault = self._take_fault(path)
+            fault = self._take_fault(method, path)
             if fault and fault.kind == "status":
                 conn.sendall(f"HTTP/1.1 {fault.status} Injected\r\nContent-Length: 0\r\n"
                              "Connection: close\r\n\r\n".encode())

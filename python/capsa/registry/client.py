@@ -259,13 +259,17 @@ class RegistryClient:
         validate_repository(repository)
         validate_manifest_reference(reference)
         what = f"{self.registry}/{repository}{'@' if ':' in reference else ':'}{reference}"
-        response = self._request("GET", self._url(f"{repository}/manifests/{reference}"),
-                                 (repository_scope(repository, "pull"),),
-                                 headers={"Accept": ", ".join(accept)}, stream=True)
-        with contextlib.closing(response):
-            if response.status_code != 200:
-                raise self._fail(response, what)
-            data = self._read_capped(response, MANIFEST_MAX, what)
+        url = self._url(f"{repository}/manifests/{reference}")
+        scopes = (repository_scope(repository, "pull"),)
+
+        def attempt() -> tuple[httpx.Response, bytes]:
+            response = self._request("GET", url, scopes, headers={"Accept": ", ".join(accept)},
+                                     stream=True)
+            with contextlib.closing(response):
+                if response.status_code != 200:
+                    raise self._fail(response, what)
+                return response, self._read_capped(response, MANIFEST_MAX, what)
+        response, data = self._retrying(attempt)
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if media_type not in mediatypes.ALL_MANIFEST_TYPES:
             try:
@@ -284,9 +288,9 @@ class RegistryClient:
                 if total > limit:
                     raise RegistryError(f"the manifest of {what} is larger than {limit} bytes")
                 chunks.append(chunk)
-        except httpx.TransportError as e:
-            raise RegistryUnreachable(f"registry {self.host} dropped the connection "
-                                      f"sending {what}: {e}") from None
+        except (httpx.TransportError, httpx.StreamError) as e:
+            raise _Transient(RegistryUnreachable(f"registry {self.host} dropped the connection "
+                                                 f"sending {what}: {e}")) from None
         return b"".join(chunks)
 
     @staticmethod
@@ -365,7 +369,10 @@ class RegistryClient:
 
     def _download(self, url, scopes, what, part: _Partial, size, progress) -> None:
         """One GET of the blob from where `part` ends, appended to it."""
-        headers = {"Range": f"bytes={part.done}-"} if part.done else {}
+        # identity: the bytes as stored are what the digest covers
+        headers = {"Accept-Encoding": "identity"}
+        if part.done:
+            headers["Range"] = f"bytes={part.done}-"
         response = self._request("GET", url, scopes, headers=headers, stream=True)
         with contextlib.closing(response):
             status = response.status_code
@@ -383,7 +390,7 @@ class RegistryClient:
                 with contextlib.suppress(ValueError):
                     total = part.done + int(response.headers["content-length"])
             try:
-                for chunk in response.iter_raw(STREAM_CHUNK):
+                for chunk in response.iter_raw():   # as it arrives: a buffer would be lost on a drop
                     part.append(chunk)
                     if size is not None and part.done > size:
                         raise DigestMismatch(f"blob {what} is larger than the {size} bytes "
@@ -403,14 +410,13 @@ class RegistryClient:
         scopes = (repository_scope(repository, "pull", "push"),
                   repository_scope(from_repository, "pull"))
         response = self._request("POST", self._url(f"{repository}/blobs/uploads/"), scopes,
-                                 params={"mount": digest, "from": from_repository},
-                                 retry=False)
+                                 params={"mount": digest, "from": from_repository})
         response.read()
         if response.status_code == 201:
             return True
         if response.status_code == 202:     # not mounted: an upload session we do not need
             with contextlib.suppress(RegistryError, httpx.HTTPError):
-                self._request("DELETE", self._location(response), scopes, retry=False).read()
+                self._request("DELETE", self._location(response), scopes).read()
             return False
         raise self._fail(response, f"{self.registry}/{repository}@{digest}")
 
