@@ -5,6 +5,7 @@ and faults injected on real sockets (503s, dropped connections, redirects)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ from capsa.registry import mediatypes as mt
 from capsa.registry.client import RegistryClient, is_loopback
 from capsa.registry.credentials import Credentials, get_credentials, login, logout
 from capsa.registry.errors import (
-    DigestMismatch, ManifestUnknown, RegistryError, RegistryUnreachable, Unauthorized,
+    DigestMismatch, ManifestUnknown, NoMatchingPlatform, RegistryError, RegistryUnreachable,
+    Unauthorized,
 )
 from capsa.registry.platform import host_platform, resolve_platform
 
@@ -118,7 +120,6 @@ def test_index_platform_selection(registry):
             assert chosen.data == image.manifest.data
         if host_platform().architecture == "amd64":
             assert resolve_platform(m.data)["digest"] == images[0].digest
-        from capsa.registry.errors import NoMatchingPlatform
         with pytest.raises(NoMatchingPlatform, match="linux/ppc64le"):
             resolve_platform(m.data, "linux/ppc64le")
 
@@ -355,6 +356,21 @@ def test_push_retries_a_failed_upload_in_a_new_session(registry, fault_proxy, tm
     _pull_back_and_compare(registry, "push/retry", "v1", image, tmp_path / "pulled")
 
 
+@pytest.mark.parametrize("compression", ["zstd", None])
+def test_other_layer_compressions_round_trip(registry, tmp_path, compression):
+    image = registry.push_image(f"compression/{compression or 'none'}", "v1",
+                                compression=compression,
+                                layers=[{"etc/a": b"a\n"}, {"usr/share/b/c": b"c\n"}])
+    assert len(image.layers) == 3
+    assert {l.media_type for l in image.layers} == {mt.OCI_LAYER_ZSTD if compression else mt.OCI_LAYER}
+    _pull_back_and_compare(registry, f"compression/{compression or 'none'}", "v1", image,
+                           tmp_path / "pulled")
+    top = tmp_path / "pulled" / image.layers[-1].digest[7:]
+    raw = subprocess.run(["zstd", "-d", "-c", str(top)], capture_output=True,
+                         check=True).stdout if compression else top.read_bytes()
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == image.diff_ids[-1]
+
+
 def test_cross_repository_mount(registry, tmp_path):
     image = registry.push_image("mount/source", "v1")
     layer = image.layers[0]
@@ -443,7 +459,7 @@ def test_bearer_anonymous_pull_but_no_push(registry_token, tmp_path):
         path = tmp_path / "blob"
         path.write_bytes(b"anonymous push")
         with pytest.raises(Unauthorized, match="capsa login"):
-            c.push_blob("token/public", "sha256:" + __import__("hashlib").sha256(
+            c.push_blob("token/public", "sha256:" + hashlib.sha256(
                 b"anonymous push").hexdigest(), path, size=path.stat().st_size)
 
 
