@@ -184,6 +184,18 @@ def test_fetch_blob_with_progress(registry, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layer"]
 
 
+def test_unknown_blob_leaves_nothing(registry, registry_basic, tmp_path):
+    from capsa.registry.errors import BlobUnknown
+    registry.push_image("unknownblob/repo", "v1")
+    with registry.client() as c:
+        with pytest.raises(BlobUnknown):
+            c.fetch_blob("unknownblob/repo", "sha256:" + "4" * 64, tmp_path / "blob")
+    with registry_basic.client(credentials=None) as c:
+        with pytest.raises(Unauthorized):
+            c.fetch_blob("unknownblob/repo", "sha256:" + "4" * 64, tmp_path / "blob")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_corrupt_blob_in_registry_is_refused(registry, tmp_path):
     image = registry.push_image("corrupt/repo", "v1", files={"etc/corrupt-me": os.urandom(1000)})
     layer = image.layers[-1]

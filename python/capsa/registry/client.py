@@ -345,18 +345,12 @@ class RegistryClient:
             part = _Partial(f, algorithm)
             if size is not None and part.done > size:
                 part.restart()
-            failures = 0
-            while True:
-                before = part.done
-                try:
-                    self._download(url, scopes, what, part, size, progress)
-                    break
-                except _Transient as e:
-                    # a try that moved forward resets the budget
-                    failures = 0 if part.done > before else failures + 1
-                    if failures > self.retries:
-                        raise e.error from None
-                    self._sleep(max(failures - 1, 0), e.retry_after)
+            try:
+                self._download_with_retries(url, scopes, what, part, size, progress)
+            except BaseException:
+                if part.done == 0:      # nothing worth resuming: leave no litter
+                    partial.unlink(missing_ok=True)
+                raise
             actual = part.digest()
             if actual != digest or (size is not None and part.done != size):
                 partial.unlink(missing_ok=True)
@@ -366,6 +360,19 @@ class RegistryClient:
             f.flush()
             os.fsync(f.fileno())
             os.replace(partial, dest)
+
+    def _download_with_retries(self, url, scopes, what, part: _Partial, size, progress) -> None:
+        failures = 0
+        while True:
+            before = part.done
+            try:
+                return self._download(url, scopes, what, part, size, progress)
+            except _Transient as e:
+                # a try that moved forward resets the budget
+                failures = 0 if part.done > before else failures + 1
+                if failures > self.retries:
+                    raise e.error from None
+                self._sleep(max(failures - 1, 0), e.retry_after)
 
     def _download(self, url, scopes, what, part: _Partial, size, progress) -> None:
         """One GET of the blob from where `part` ends, appended to it."""
