@@ -460,6 +460,20 @@ def test_bearer_tokens_are_fetched_once_per_scope(registry_token, tmp_path):
         assert ["repository:token/other:pull"] in scopes
 
 
+def test_bearer_token_is_renewed_when_it_expires(registry_token):
+    import time
+    image = registry_token.push_image("token/expiry", "v1")
+    tokens = registry_token.token_server
+    with registry_token.client() as c:
+        before = len(tokens.requests)
+        c.get_manifest("token/expiry", "v1")
+        c.get_manifest("token/expiry", "v1")
+        assert len(tokens.requests) == before + 1
+        c.auth.clock = lambda: time.monotonic() + tokens.expires_in   # that much later
+        assert c.get_manifest("token/expiry", "v1").digest == image.digest
+        assert len(tokens.requests) == before + 2
+
+
 def test_bearer_anonymous_pull_but_no_push(registry_token, tmp_path):
     image = registry_token.push_image("token/public", "v1")
     tokens = registry_token.token_server
@@ -549,6 +563,63 @@ def test_identitytoken_and_bad_config(docker_config):
     cfg.write_text("{not json")
     with pytest.raises(CredentialsError, match="not valid JSON"):
         get_credentials("r.example")
+
+
+HELPER = """#!{python}
+# A docker-credential-* helper keeping its secrets in a JSON file.
+import json, os, sys
+store = os.environ["CAPSA_TEST_HELPER_STORE"]
+data = json.load(open(store)) if os.path.exists(store) else {{}}
+action, payload = sys.argv[1], sys.stdin.read().strip()
+if action == "get":
+    if payload not in data:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    json.dump(dict(data[payload], ServerURL=payload), sys.stdout)
+elif action == "store":
+    entry = json.loads(payload)
+    data[entry["ServerURL"]] = {{"Username": entry["Username"], "Secret": entry["Secret"]}}
+elif action == "erase":
+    data.pop(payload, None)
+json.dump(data, open(store, "w"))
+"""
+
+
+def test_credential_helper(registry_basic, docker_config, tmp_path, monkeypatch):
+    import sys
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-capsatest"
+    helper.write_text(HELPER.format(python=sys.executable))
+    helper.chmod(0o755)
+    secrets_file = tmp_path / "helper-store.json"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CAPSA_TEST_HELPER_STORE", str(secrets_file))
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text(json.dumps({"credsStore": "capsatest"}))
+
+    login(registry_basic.host, USER, PASSWORD)
+    config = json.loads((docker_config / "config.json").read_text())
+    assert config["auths"] == {registry_basic.host: {}}          # no secret in the file
+    assert json.loads(secrets_file.read_text()) == {
+        registry_basic.host: {"Username": USER, "Secret": PASSWORD}}
+    image = registry_basic.push_image("helper/repo", "v1")
+    with RegistryClient(registry_basic.host, backoff=0.01) as c:
+        assert c.get_manifest("helper/repo", "v1").digest == image.digest
+    assert logout(registry_basic.host) is True
+    assert json.loads(secrets_file.read_text()) == {}
+    assert get_credentials(registry_basic.host) is None
+    # a helper named for one registry only, that is not installed: anonymous there
+    (docker_config / "config.json").write_text(json.dumps(
+        {"credHelpers": {"quay.io": "not-installed"}}))
+    assert get_credentials("quay.io") is None
+    # but storing through it fails clearly, and the config stays as it was
+    from capsa.registry.credentials import CredentialsError
+    (docker_config / "config.json").write_text(json.dumps(
+        {"credHelpers": {registry_basic.host: "not-installed"}}))
+    with pytest.raises(CredentialsError, match="docker-credential-not-installed.*not installed"):
+        login(registry_basic.host, USER, PASSWORD)
+    assert "auths" not in json.loads((docker_config / "config.json").read_text())
 
 
 # --------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self.clock = time.monotonic     # replaceable, so tests can move time on
 
     @property
     def challenged(self) -> bool:
@@ -81,10 +82,10 @@ class Authenticator:
             if challenge.scheme == "basic":
                 return self._basic() if self.credentials else None
             cached = self._tokens.get(scopes)
-            if cached and cached[1] > time.monotonic():
+            if cached and cached[1] > self.clock():
                 return f"Bearer {cached[0]}"
             token, lifetime = self._fetch_token(challenge, scopes)
-            self._tokens[scopes] = (token, time.monotonic() + max(lifetime - EXPIRY_MARGIN, 1))
+            self._tokens[scopes] = (token, self.clock() + max(lifetime - EXPIRY_MARGIN, 1))
             return f"Bearer {token}"
 
     def on_unauthorized(self, response: httpx.Response, scopes: tuple[str, ...],

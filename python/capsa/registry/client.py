@@ -126,7 +126,7 @@ class RegistryClient:
             credentials = get_credentials(registry)
         self._http = httpx.Client(timeout=timeout, follow_redirects=True,
                                   headers={"User-Agent": USER_AGENT})
-        self._auth = Authenticator(self.host, credentials, self._send_plain)
+        self.auth = Authenticator(self.host, credentials, self._send_plain)
 
     def close(self) -> None:
         self._http.close()
@@ -197,7 +197,7 @@ class RegistryClient:
         """A request with authorization for `scopes`, answering one 401 challenge."""
         url = httpx.URL(url)
         for _ in range(2):
-            sent = self._auth.header(scopes) if self._same_origin(url) else None
+            sent = self.auth.header(scopes) if self._same_origin(url) else None
             all_headers = dict(headers or {})
             if sent:
                 all_headers["Authorization"] = sent
@@ -209,7 +209,7 @@ class RegistryClient:
             if response.status_code != 401:
                 return response
             response.read()
-            if not self._auth.on_unauthorized(response, scopes, sent):
+            if not self.auth.on_unauthorized(response, scopes, sent):
                 break
         return response
 
@@ -219,7 +219,7 @@ class RegistryClient:
         code, message = _error_code(response)
         status = response.status_code
         if status in (401, 403):
-            if self._auth.credentials:
+            if self.auth.credentials:
                 return Unauthorized(f"access to {what} denied by {self.host}"
                                     f"{': ' + message if message else ''}")
             return Unauthorized(f"access to {what} denied: it does not exist or needs "
@@ -244,10 +244,10 @@ class RegistryClient:
         else:
             response = self._retrying(lambda: self._once("GET", self._url("")))
             if response.status_code == 401:
-                self._auth.on_unauthorized(response, (), None)
+                self.auth.on_unauthorized(response, (), None)
                 return
         if response.status_code == 401:
-            if self._auth.credentials:
+            if self.auth.credentials:
                 raise Unauthorized(f"login to {self.host} refused: incorrect username or password")
             raise Unauthorized(f"{self.host} needs a login: run 'capsa login {self.registry}'")
         if response.status_code != 200:
