@@ -67,12 +67,15 @@ def test_ping(registry, registry_basic):
             c.ping(authenticate=True)
 
 
-def test_unreachable_registry():
+def test_unreachable_registry(registry):
     port = free_port()
     with RegistryClient(f"127.0.0.1:{port}", use_stored_credentials=False, backoff=0.01) as c:
         with pytest.raises(RegistryUnreachable) as info:
             c.get_manifest("x", "latest")
     assert str(info.value) == f"cannot reach registry 127.0.0.1:{port}: connection refused"
+    with registry.client(insecure=False) as c:       # https to a plain-HTTP registry
+        with pytest.raises(RegistryUnreachable, match="TLS handshake failed.*marked insecure"):
+            c.ping()
     with RegistryClient("no-such-registry.invalid", use_stored_credentials=False,
                         timeout=5, backoff=0.01) as c:
         with pytest.raises(RegistryUnreachable, match="cannot reach registry no-such-registry.invalid"):

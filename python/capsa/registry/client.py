@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,9 @@ def _connect_reason(e: Exception) -> str:
     cause = e
     while cause.__cause__ or cause.__context__:
         cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLError):
+        return (f"TLS handshake failed ({cause.reason or cause}); "
+                "a registry that speaks plain HTTP must be marked insecure")
     if isinstance(cause, OSError) and cause.errno:
         if cause.errno in (errno.ECONNREFUSED,):
             return "connection refused"
@@ -145,8 +149,9 @@ class RegistryClient:
         return self.base_url.join(path)
 
     def _same_origin(self, url: httpx.URL) -> bool:
-        return (url.scheme, url.host, url.port) == (
-            self.base_url.scheme, self.base_url.host, self.base_url.port)
+        def origin(u: httpx.URL):
+            return u.scheme, u.host, u.port or {"http": 80, "https": 443}.get(u.scheme)
+        return origin(url) == origin(self.base_url)
 
     def _once(self, method: str, url, *, headers=None, body=None, params=None, data=None,
               stream: bool = False) -> httpx.Response:
