@@ -29,6 +29,7 @@ import json
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -697,12 +698,42 @@ class FaultProxy:
                     conn.sendall(chunk)
 
 
+def self_signed_tls_context(workdir: Path, ip: str) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed cert for `ip` (that no
+    client trusts)."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = workdir / "tls-cert.pem", workdir / "tls-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
 class RecordingBlobServer:
     """An HTTP server (e.g. on 127.0.0.2, another host than the registry)
     that records each request's headers and serves GET .../blobs/<digest>
     from a registry's storage, as a blob store behind a redirect would."""
 
-    def __init__(self, registry: Registry, bind: str = "127.0.0.2"):
+    def __init__(self, registry: Registry, bind: str = "127.0.0.2",
+                 tls: ssl.SSLContext | None = None):
         self.requests: list[SeenRequest] = []
         outer = self
 
@@ -729,7 +760,10 @@ class RecordingBlobServer:
 
         self.httpd = http.server.ThreadingHTTPServer((bind, 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://{bind}:{self.httpd.server_address[1]}"
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{bind}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):

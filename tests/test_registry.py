@@ -307,6 +307,29 @@ def test_redirect_does_not_carry_authorization_to_another_host(registry_basic, t
     assert "authorization" not in blob_host.requests[0].headers
 
 
+def test_plain_registry_redirecting_to_https_still_verifies_certificates(registry, tmp_path):
+    """The plain-HTTP transport of a loopback registry skips TLS setup; an
+    https redirect must still get a verifying one."""
+    from registry_server import self_signed_tls_context
+    image = registry.push_image("redirect/tls", "v1", files={"etc/id": os.urandom(16)})
+    layer = image.layers[-1]
+    blob_host = RecordingBlobServer(registry, bind="127.0.0.2",
+                                    tls=self_signed_tls_context(tmp_path, "127.0.0.2"))
+    proxy = FaultProxy(registry.host)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    try:
+        proxy.faults.append(Fault("redirect", f"/blobs/{layer.digest}", method="GET",
+                                  location=blob_host.url))
+        with registry.client(host=proxy.host) as c:
+            with pytest.raises(RegistryUnreachable, match="certificate not trusted"):
+                c.fetch_blob("redirect/tls", layer.digest, dest / "layer", size=layer.size)
+    finally:
+        proxy.close()
+        blob_host.close()
+    assert blob_host.requests == [] and list(dest.iterdir()) == []
+
+
 # --------------------------------------------------------------------------
 # Push
 # --------------------------------------------------------------------------

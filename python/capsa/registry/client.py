@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,8 @@ def _connect_reason(e: Exception) -> str:
     cause = e
     while cause.__cause__ or cause.__context__:
         cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({cause.verify_message or cause.reason})"
     if isinstance(cause, ssl.SSLError):
         return (f"TLS handshake failed ({cause.reason or cause}); "
                 "a registry that speaks plain HTTP must be marked insecure")
@@ -128,8 +131,11 @@ class RegistryClient:
         self.backoff = backoff
         if credentials is None and use_stored_credentials:
             credentials = get_credentials(registry)
+        tls = {}
+        if plain:   # the CA bundle only if a redirect leads to https
+            tls = {"transport": httpx.HTTPTransport(verify=False), "mounts": {"https://": _LazyTLS()}}
         self._http = httpx.Client(timeout=timeout, follow_redirects=True,
-                                  headers={"User-Agent": USER_AGENT})
+                                  headers={"User-Agent": USER_AGENT}, **tls)
         self.auth = Authenticator(self.host, credentials, self._send_plain)
 
     def close(self) -> None:
@@ -545,6 +551,26 @@ class RegistryClient:
             nxt = response.links.get("next", {}).get("url")
             url = response.url.join(nxt) if nxt else None
         return tags
+
+
+class _LazyTLS(httpx.BaseTransport):
+    """The https transport, made on first use: loading the CA bundle costs
+    tens of milliseconds that a plain-HTTP (loopback) registry never needs.
+    The plain transport it stands beside never sees an https URL."""
+
+    def __init__(self):
+        self._transport: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                self._transport = httpx.HTTPTransport()
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 @contextlib.contextmanager
