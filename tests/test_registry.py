@@ -243,6 +243,17 @@ def test_partial_file_from_an_earlier_run_is_resumed(registry, fault_proxy, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layer"]
 
 
+def test_complete_partial_file_is_verified_not_downloaded_again(registry, fault_proxy, tmp_path):
+    image = registry.push_image("resume3/repo", "v1")
+    config = image.config
+    (tmp_path / ".config.partial").write_bytes(config.data)
+    with registry.client(host=fault_proxy.host) as c:
+        c.fetch_blob("resume3/repo", config.digest, tmp_path / "config")
+    assert (tmp_path / "config").read_bytes() == config.data
+    gets = [r for r in fault_proxy.requests if config.digest in r.path]
+    assert [r.headers.get("range") for r in gets] == [f"bytes={config.size}-"]
+
+
 def test_retry_on_503_and_429_then_success(registry, fault_proxy, tmp_path):
     image = registry.push_image("retry/repo", "v1")
     fault_proxy.faults += [Fault("status", "/manifests/v1", times=2, status=503),
@@ -679,3 +690,22 @@ def test_image_pushed_by_skopeo(registry, tmp_path, fmt):
         assert (pulled / blob.digest[7:]).read_bytes() == blob.data
     config = json.loads((pulled / manifest["config"]["digest"][7:]).read_bytes())
     assert config["rootfs"]["diff_ids"] == list(image.diff_ids)
+
+
+def test_image_pushed_by_capsa_is_read_by_skopeo(registry, tmp_path):
+    image = build_image(fmt="docker", layers=[{"etc/a": b"a\n"}], files={"etc/b": b"b\n"})
+    paths = _blob_files(tmp_path, image)
+    with registry.client() as c:
+        for blob in image.blobs:
+            c.push_blob("capsa/pushed", blob.digest, paths[blob.digest], size=blob.size,
+                        chunk_size=400_000)
+        c.put_manifest("capsa/pushed", "v1", image.manifest.data, image.manifest.media_type)
+    out = tmp_path / "skopeo-layout"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+                    "--preserve-digests", f"docker://{registry.host}/capsa/pushed:v1",
+                    f"oci:{out}:v1"], check=True, capture_output=True, timeout=120,
+                   env={**os.environ, "HOME": str(tmp_path)})
+    index = json.loads((out / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [image.digest]
+    for blob in image.blobs:
+        assert (out / "blobs/sha256" / blob.digest[7:]).read_bytes() == blob.data

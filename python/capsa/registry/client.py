@@ -394,8 +394,11 @@ class RegistryClient:
         response = self._request("GET", url, scopes, headers=headers, stream=True)
         with contextlib.closing(response):
             status = response.status_code
-            if status == 416 and part.done and part.done == size:
-                return                       # all of it was already here
+            if status == 416 and part.done:
+                if size is None or part.done == size:
+                    return                   # all of it was already here; the digest decides
+                part.restart()
+                raise _Transient(RegistryError(f"registry {self.host} refused to resume {what}"))
             if status == 206 and not response.headers.get(
                     "content-range", "").startswith(f"bytes {part.done}-"):
                 status = 200                 # not the range asked for: start over
