@@ -199,6 +199,15 @@ def test_unknown_blob_leaves_nothing(registry, registry_basic, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_blob_larger_than_its_descriptor_is_refused(registry, tmp_path):
+    image = registry.push_image("toolarge/repo", "v1")
+    layer = image.layers[0]
+    with registry.client() as c:
+        with pytest.raises(DigestMismatch, match="larger than"):
+            c.fetch_blob("toolarge/repo", layer.digest, tmp_path / "layer", size=layer.size - 1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_corrupt_blob_in_registry_is_refused(registry, tmp_path):
     image = registry.push_image("corrupt/repo", "v1", files={"etc/corrupt-me": os.urandom(1000)})
     layer = image.layers[-1]

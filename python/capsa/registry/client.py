@@ -358,8 +358,9 @@ class RegistryClient:
                 part.restart()
             try:
                 self._download_with_retries(url, scopes, what, part, size, progress)
-            except BaseException:
-                if part.done == 0:      # nothing worth resuming: leave no litter
+            except BaseException as e:
+                # keep a partial worth resuming; never one that is wrong or empty
+                if part.done == 0 or isinstance(e, DigestMismatch):
                     partial.unlink(missing_ok=True)
                 raise
             actual = part.digest()
@@ -401,7 +402,9 @@ class RegistryClient:
                 raise _Transient(RegistryError(f"registry {self.host} refused to resume {what}"))
             if status == 206 and not response.headers.get(
                     "content-range", "").startswith(f"bytes {part.done}-"):
-                status = 200                 # not the range asked for: start over
+                part.restart()               # not the range asked for: ask for all of it
+                raise _Transient(RegistryError(f"registry {self.host} sent another range "
+                                               f"of {what} than asked for"))
             if status not in (200, 206):
                 raise self._fail(response, what)
             if status == 200 and part.done:
