@@ -506,6 +506,22 @@ def test_bearer_tokens_are_fetched_once_per_scope(registry_token, tmp_path):
         assert ["repository:token/other:pull"] in scopes
 
 
+def test_concurrent_downloads_share_one_token(registry_token, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    image = registry_token.push_image("token/parallel", "v1",
+                                      layers=[{"a": os.urandom(300_000)}, {"b": os.urandom(300_000)}])
+    tokens = registry_token.token_server
+    with registry_token.client() as c:    # all three start unauthenticated, get a 401
+        before = len(tokens.requests)
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda b: c.fetch_blob("token/parallel", b.digest,
+                                                 tmp_path / b.digest[7:], size=b.size),
+                          image.blobs))
+    assert len(tokens.requests) == before + 1
+    for blob in image.blobs:
+        assert (tmp_path / blob.digest[7:]).read_bytes() == blob.data
+
+
 def test_bearer_token_is_renewed_when_it_expires(registry_token):
     import time
     image = registry_token.push_image("token/expiry", "v1")

@@ -91,7 +91,7 @@ class Authenticator:
     def on_unauthorized(self, response: httpx.Response, scopes: tuple[str, ...],
                         sent: str | None) -> bool:
         """Learn from a 401. True if asking again with new authorization can
-        help (first challenge, or a cached token the registry no longer takes)."""
+        help (none was sent, or a token the registry no longer takes)."""
         found = [c for c in parse_challenges(response.headers.get("www-authenticate", ""))
                  if c.scheme in ("bearer", "basic")]
         if not found:
@@ -101,12 +101,13 @@ class Authenticator:
         if challenge.scheme == "bearer" and not challenge.params.get("realm"):
             raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
         with self._lock:
-            self._tokens.pop(scopes, None)
-            first = self._challenge is None
+            cached = self._tokens.get(scopes)
+            if cached and sent == f"Bearer {cached[0]}":
+                del self._tokens[scopes]       # refused: not one to reuse (another may be newer)
             self._challenge = challenge
         if challenge.scheme == "basic" and not self.credentials:
             return False
-        return first or (sent is not None and sent.startswith("Bearer "))
+        return sent is None or sent.startswith("Bearer ")
 
     def _basic(self) -> str:
         c = self.credentials
