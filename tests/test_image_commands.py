@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from registry_server import (  # noqa: F401  (fixtures)
-    build_image, busybox_tar, registry, registry_basic, registry_token, write_oci_layout,
-)
+from registry_server import build_image, busybox_tar, write_oci_layout  # fixtures come from conftest
 
 REPO = Path(__file__).resolve().parent.parent
 
