@@ -471,3 +471,17 @@ def test_anonymous_pull_through_the_token_flow(registry_token, root):
     registry_token.push_image(repo, "v1")
     capsa(root, "pull", "-q", f"{registry_token.host}/{repo}:v1")
     assert len(capsa(root, "images", "-q").stdout.split()) == 1
+
+
+def test_save_to_stdout_load_from_stdin_into_another_store(root, scratch):
+    image_id = capsa(root, "import", "-", "piped:v1", input=busybox_tar()).stdout.decode().strip()
+    archive = capsa(root, "save", "piped:v1").stdout
+    other = scratch / "other-root"
+    out = capsa(other, "load", input=archive).stdout.decode()
+    assert out == "Loaded image: piped:v1\n"
+    doc = inspect(other, "piped:v1")
+    assert doc["Id"] == image_id
+    assert (layer_dirs(doc)[0] / "bin" / "busybox").is_file()
+    # saved by ID: no name in the archive, loaded as an untagged image
+    archive = capsa(root, "save", image_id[7:19]).stdout
+    assert capsa(scratch / "third-root", "load", input=archive).stdout.decode() == f"Loaded image ID: {image_id}\n"

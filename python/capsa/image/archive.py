@@ -44,8 +44,7 @@ def save(store: Store, names: list[str], out: BinaryIO) -> None:
         if image_id is None:
             raise ArchiveError(f"No such image: {name}")
         image = store.get(image_id)
-        tags = [Reference.parse(by_tag).familiar] if by_tag else \
-            ([] if _is_id(name) else image.repo_tags)
+        tags = [Reference.parse(by_tag).familiar] if by_tag else []     # by ID or digest: no name
         images.append((image, tags))
     written: set[str] = set()
     index: list[dict] = []
@@ -81,11 +80,6 @@ def save(store: Store, names: list[str], out: BinaryIO) -> None:
         _add_bytes(tar, "index.json", json.dumps(
             {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": index}).encode())
         _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
-
-
-def _is_id(name: str) -> bool:
-    text = name.removeprefix("sha256:")
-    return all(c in "0123456789abcdef" for c in text) and (name.startswith("sha256:") or len(text) == 64)
 
 
 def _info(name: str, size: int = 0, kind=tarfile.REGTYPE) -> tarfile.TarInfo:
