@@ -242,6 +242,9 @@ def test_broken_blob_raises_and_leaves_nothing(work, damage):
         _core.extract_layer(str(blob), str(work / "out"))
     msg = str(exc.value)
     assert "\n" not in msg and str(blob) in msg
+    expected = {"truncated": "gzip decompression", "corrupt": "gzip decompression", "garbage": "not a gzip, zstd or tar",
+                "truncated_zstd": "zstd decompression", "truncated_tar": "read tar", "empty": "empty"}[damage]
+    assert expected in msg, msg
     assert sorted(p.name for p in work.iterdir()) == ["blob"], "no target and no scratch dir left"
 
 

@@ -54,6 +54,11 @@ pub fn apply(blob: &Path, dir: &Path, mode: Mode) -> Result<Summary> {
         Ok(()) => {}
         Err(Failed::Entry { path, step, errno }) => return Err(fail(&path, format!("{step}: {}", errno_text(errno)))),
         Err(Failed::Read { place, err }) => {
+            // A damaged gzip inflates to garbage before its checksum fails: the
+            // tar error is then a symptom, and the decompressor's the cause.
+            if stream.failure().is_none() {
+                let _ = io::copy(&mut stream, &mut io::sink());
+            }
             let why = match stream.failure() {
                 Some(why) => why.to_owned(),
                 // The parser's words about a random header would only be noise.
