@@ -31,6 +31,8 @@ venv: $(PY)
 # The extension in release mode, installed into the venv with the console scripts.
 build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+	@# The container monitor is a native binary (maturin builds only the extension); capsa finds it on PATH or next to python.
+	cargo build --release -q -p capsa-monitor && install -m 755 target/release/capsa-monitor $(VENV)/bin/capsa-monitor
 	@# Bytecode ahead of time: start-up cost matters and PYTHONDONTWRITEBYTECODE may be set.
 	$(PY) -m compileall -q python/capsa
 

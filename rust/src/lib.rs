@@ -21,6 +21,13 @@ impl<T> OrRaise<T> for error::Result<T> {
     }
 }
 
+/// `overlay=(lower_dirs_bottom_first, upper, work)`: the copy-on-write root mounted inside the container.
+type OverlayArg = (Vec<PathBuf>, PathBuf, PathBuf);
+
+fn to_overlay((lower, upper, work): OverlayArg) -> capsa_core::overlay::Overlay {
+    capsa_core::overlay::Overlay { lower, upper, work }
+}
+
 fn signal_number(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
     if let Ok(n) = signal.extract::<i32>() {
         return container::parse_signal(&n.to_string()).or_raise();
@@ -31,7 +38,7 @@ fn signal_number(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
 
 /// Create a container from a bundle; its init waits until `start`. Returns the init's pid.
 #[pyfunction]
-#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false))]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, overlay=None))]
 #[allow(clippy::too_many_arguments)]
 fn create(
     py: Python<'_>,
@@ -43,8 +50,9 @@ fn create(
     no_pivot: bool,
     preserve_fds: u32,
     systemd_cgroup: bool,
+    overlay: Option<OverlayArg>,
 ) -> PyResult<i32> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: false };
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: false, rootfs_overlay: overlay.map(to_overlay) };
     Ok(py.detach(|| container::create(&root, &id, &bundle, &opts)).or_raise()?.pid)
 }
 
@@ -58,7 +66,7 @@ fn start(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
 /// it and return its exit code. While waiting, signals either reach Python's
 /// handlers or, with forward_signals (the CLI), go on to the container.
 #[pyfunction]
-#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false, forward_signals=false))]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false, forward_signals=false, overlay=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -72,8 +80,9 @@ fn run(
     systemd_cgroup: bool,
     detach: bool,
     forward_signals: bool,
+    overlay: Option<OverlayArg>,
 ) -> PyResult<Option<i32>> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: true };
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: true, rootfs_overlay: overlay.map(to_overlay) };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<Option<i32>> {
         let created = container::create(&root, &id, &bundle, &opts)?;

@@ -22,6 +22,9 @@ pub struct CreateOptions {
     /// Leave out the exec fifo: the caller starts the init itself through
     /// the returned sync socket (run, and in-process callers).
     pub start_in_process: bool,
+    /// Mount this overlay on the bundle's rootfs dir inside the container
+    /// (lowers bottom first); its symlinks, if needed, go next to `upper`.
+    pub rootfs_overlay: Option<crate::overlay::Overlay>,
 }
 
 pub struct Created {
@@ -62,6 +65,10 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }
     let spec = load_spec(&bundle)?;
     let mut plan = Plan::new(&spec, &bundle, opts.no_pivot)?;
+    if let Some(ov) = &opts.rootfs_overlay {
+        let links = ov.upper.parent().unwrap_or(Path::new("/")).join("lower-links");
+        plan.overlay = Some(ov.plan(&links)?);
+    }
     let linux = spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), id, opts.systemd_cgroup)?;
 

@@ -141,6 +141,9 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
     let root = &plan.rootfs;
     mount(std::ptr::null(), c"/", std::ptr::null(), plan.root_propagation, std::ptr::null())
         .map_err(|e| Failure::new("make / a slave mount", c"/", e))?;
+    if let Some(ov) = &plan.overlay {
+        crate::overlay::mount_root(ov, root)?;
+    }
     mount(root.as_ptr(), root, std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
         .map_err(|e| Failure::new("bind-mount rootfs", root, e))?;
     for m in &plan.mounts {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod failure;
 pub mod init;
 pub mod mounts;
+pub mod overlay;
 pub mod plan;
 pub mod rootpath;
 pub mod spawn;

@@ -47,6 +47,8 @@ pub struct ProcessPlan {
 #[derive(Debug)]
 pub struct Plan {
     pub rootfs: CString,
+    /// A copy-on-write root the child mounts on `rootfs` first (set by create's caller).
+    pub overlay: Option<crate::overlay::OverlayPlan>,
     pub rootfs_path: PathBuf,
     pub readonly_root: bool,
     pub no_pivot: bool,
@@ -210,6 +212,7 @@ impl Plan {
 
         Ok(Plan {
             rootfs: cstring(&rootfs_path.to_string_lossy()),
+            overlay: None,
             rootfs_path,
             readonly_root: root.readonly().unwrap_or(false),
             no_pivot,
