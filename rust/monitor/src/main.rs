@@ -20,7 +20,7 @@ use capsa_core::state::{self, State};
 use serde::Deserialize;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
@@ -50,22 +50,32 @@ const MAX_LINE: usize = 16 * 1024;
 const FORWARDED: [i32; 6] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
 
 fn main() {
-    let mut args = std::env::args_os().skip(1);
-    let (Some(job_path), Some(fd)) = (args.next(), args.next().and_then(|a| a.to_str()?.parse::<RawFd>().ok())) else {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| args.get(i).and_then(|a| a.parse::<i64>().ok());
+    match args.first().map(String::as_str) {
+        // A restart, after the back-off: create the container again.
+        Some("--start") if args.len() == 4 => {
+            let mut m = Monitor::new(load_job(&args[1]), num(2).unwrap_or(0) as u32, num(3).unwrap_or(100) as u64);
+            std::process::exit(m.run_start(false));
+        }
+        // The lean phase: the container runs; copy its output, wait for its exit.
+        Some("--supervise") if args.len() == 8 => {
+            let mut m = Monitor::new(load_job(&args[1]), num(2).unwrap_or(0) as u32, num(3).unwrap_or(100) as u64);
+            m.started_at = args[7].clone();
+            let fd = |i| unsafe { OwnedFd::from_raw_fd(num(i).unwrap_or(-1) as RawFd) };
+            std::process::exit(m.run_supervise(num(4).unwrap_or(0) as i32, fd(5), fd(6)));
+        }
+        _ => {}
+    }
+    let (Some(job_path), Some(fd)) = (args.first(), num(1)) else {
         eprintln!("usage: capsa-monitor JOB.json READY-FD (started by capsa run -d)");
         std::process::exit(2);
     };
-    READY_FD.store(fd, std::sync::atomic::Ordering::Relaxed);
-    let job: Job = match std::fs::read(&job_path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_slice(&t).map_err(|e| e.to_string())) {
-        Ok(j) => j,
-        Err(e) => {
-            report(&format!("error capsa-monitor: read job {}: {e}", Path::new(&job_path).display()));
-            std::process::exit(2);
-        }
-    };
+    READY_FD.store(fd as RawFd, std::sync::atomic::Ordering::Relaxed);
+    let job = load_job(job_path);
     // Detach: the spawner reaps our parent at once, and we live on in our own session.
     unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
         match libc::fork() {
             -1 => {
                 report("error capsa-monitor: fork failed");
@@ -85,7 +95,38 @@ fn main() {
             libc::close(null);
         }
     }
-    std::process::exit(Monitor::new(job).run());
+    let restart_count = job.restart_count;
+    std::process::exit(Monitor::new(job, restart_count, 100).run_start(true));
+}
+
+fn load_job(path: &str) -> Job {
+    match std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_slice(&t).map_err(|e| e.to_string())) {
+        Ok(j) => j,
+        Err(e) => {
+            report(&format!("error capsa-monitor: read job {path}: {e}"));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Replace this process with a fresh image of the monitor (same pid, so the
+/// container stays our child): creating a container touches far more code
+/// (spec parsing, the plan) than supervising one, and a fresh image keeps only
+/// what the next phase uses resident. Returns only if exec failed.
+fn reexec(args: &[String], keep: &[RawFd]) {
+    for fd in keep {
+        unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
+    }
+    let c: Vec<std::ffi::CString> = std::iter::once("capsa-monitor".to_string())
+        .chain(args.iter().cloned())
+        .map(|a| std::ffi::CString::new(a).unwrap_or_default())
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    unsafe { libc::execv(c"/proc/self/exe".as_ptr(), argv.as_ptr()) };
+    for fd in keep {
+        unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// One line on the ready pipe, then close it: the spawner reads to EOF.
@@ -106,11 +147,14 @@ struct Monitor {
     log: Option<std::fs::File>,
     signals: OwnedFd,
     restart_count: u32,
+    backoff_ms: u64,
     started_at: String,
 }
 
 impl Monitor {
-    fn new(job: Job) -> Monitor {
+    fn new(job: Job, restart_count: u32, backoff_ms: u64) -> Monitor {
+        // SIGCHLD and the forwarded signals are read from a signalfd; the mask
+        // (and any pending SIGCHLD) survives our re-execs.
         let signals = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
@@ -123,55 +167,79 @@ impl Monitor {
         };
         let log_path = job.dir.join(format!("{}-json.log", job.id));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).ok();
-        let restart_count = job.restart_count;
-        Monitor { job, log, signals, restart_count, started_at: String::new() }
+        Monitor { job, log, signals, restart_count, backoff_ms, started_at: String::new() }
     }
 
-    fn run(&mut self) -> i32 {
-        let mut first = true;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let (pid, out, err) = match self.start() {
-                Ok(started) => started,
-                Err(e) => {
-                    if first {
-                        report(&format!("error {e}"));
-                        return 1;
-                    }
-                    // A restart that cannot start ends the container with the reason.
-                    self.write_status("exited", 0, Some(127), false, &e.0);
-                    break;
+    /// Start the container, then hand over to the supervise phase.
+    fn run_start(&mut self, first: bool) -> i32 {
+        let (pid, out, err) = match self.start() {
+            Ok(started) => started,
+            Err(e) => {
+                if first {
+                    report(&format!("error {e}"));
+                    return 1;
                 }
-            };
-            self.write_status("running", pid, None, false, "");
-            if first {
-                report(&format!("ok {pid}"));
-                first = false;
+                // A restart that cannot start ends the container with the reason.
+                self.write_status("exited", 0, Some(127), false, &e.0);
+                self.finish();
+                return 0;
             }
-            let ran = Instant::now();
-            let code = self.supervise(pid, out, err);
-            let oom = self.oom_killed();
-            let _ = container::delete(&self.job.runtime_root, &self.job.id, true);
-            if !self.should_restart(code) {
-                self.write_status("exited", 0, Some(code), oom, "");
-                break;
-            }
-            self.write_status("restarting", 0, Some(code), oom, "");
-            // Docker's back-off: doubles from 100 ms, starts over after a run of 10 s.
-            if ran.elapsed() > Duration::from_secs(10) {
-                backoff = Duration::from_millis(100);
-            }
-            if !self.sleep_unless_stopped(backoff) {
-                self.write_status("exited", 0, Some(code), oom, "");
-                break;
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(60));
-            self.restart_count += 1;
+        };
+        self.write_status("running", pid, None, false, "");
+        if first {
+            report(&format!("ok {pid}"));
         }
+        let args = [
+            "--supervise".to_string(),
+            self.job_path(),
+            self.restart_count.to_string(),
+            self.backoff_ms.to_string(),
+            pid.to_string(),
+            out.as_raw_fd().to_string(),
+            err.as_raw_fd().to_string(),
+            self.started_at.clone(),
+        ];
+        reexec(&args, &[out.as_raw_fd(), err.as_raw_fd()]);
+        self.run_supervise(pid, out, err)
+    }
+
+    /// Supervise until the container exits; record it, then restart or finish.
+    fn run_supervise(&mut self, pid: i32, out: OwnedFd, err: OwnedFd) -> i32 {
+        shed_cold_pages();
+        let ran = Instant::now();
+        let code = self.supervise(pid, out, err);
+        let oom = self.oom_killed();
+        let _ = container::delete(&self.job.runtime_root, &self.job.id, true);
+        if !self.should_restart(code) {
+            self.write_status("exited", 0, Some(code), oom, "");
+            self.finish();
+            return 0;
+        }
+        self.write_status("restarting", 0, Some(code), oom, "");
+        // Docker's back-off: doubles from 100 ms, starts over after a run of 10 s.
+        if ran.elapsed() > Duration::from_secs(10) {
+            self.backoff_ms = 100;
+        }
+        if !self.sleep_unless_stopped(Duration::from_millis(self.backoff_ms)) {
+            self.write_status("exited", 0, Some(code), oom, "");
+            self.finish();
+            return 0;
+        }
+        self.restart_count += 1;
+        self.backoff_ms = (self.backoff_ms * 2).min(60_000);
+        reexec(&["--start".to_string(), self.job_path(), self.restart_count.to_string(), self.backoff_ms.to_string()], &[]);
+        self.run_start(false)
+    }
+
+    fn job_path(&self) -> String {
+        self.job.dir.join("monitor.json").to_string_lossy().into_owned()
+    }
+
+    /// --rm: the container's dir goes (capsa drops its record when it next looks).
+    fn finish(&self) {
         if self.job.auto_remove {
             let _ = std::fs::remove_dir_all(&self.job.dir);
         }
-        0
     }
 
     /// Create and start the container with its stdout/stderr on two pipes.
@@ -329,6 +397,26 @@ impl Monitor {
         let tmp = self.job.dir.join(".status.json.tmp");
         if std::fs::write(&tmp, value.to_string()).is_ok() {
             let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}
+
+/// Drop this process's page-table entries for read-only file pages (program
+/// and library text, and the read-only first segment of each ELF): start-up
+/// faulted in, with the kernel's fault-around, far more of them than the
+/// supervise loop ever runs. They stay in the page cache; what the loop uses
+/// comes back with minor faults. Written pages (data, relro) are never touched.
+fn shed_cold_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || !f[5].starts_with('/') {
+            continue;
+        }
+        let read_only_text = f[1] == "r-xp" || (f[1] == "r--p" && u64::from_str_radix(f[2], 16) == Ok(0));
+        let Some((start, end)) = f[0].split_once('-') else { continue };
+        if let (true, Ok(start), Ok(end)) = (read_only_text, usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) {
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         }
     }
 }
