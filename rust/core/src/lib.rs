@@ -8,6 +8,7 @@ pub mod container;
 pub mod error;
 pub mod failure;
 pub mod init;
+pub mod layers;
 pub mod mounts;
 pub mod overlay;
 pub mod plan;
