@@ -67,3 +67,13 @@ clean:
 .PHONY: bench-pull
 bench-pull: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/pull.py
+
+# capsa run --rm IMAGE true vs podman run --rm --network none IMAGE true (runc, private storage), same image.
+.PHONY: bench-run
+bench-run: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/run_latency.py --runs 30
+
+# Resident memory of capsa-monitor per detached container (and of podman's conmon, side by side).
+.PHONY: bench-monitor
+bench-monitor: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/monitor_memory.py --containers 10

@@ -1,50 +1,69 @@
-"""Images for the container tests, built once per session: busybox from
-Debian's busybox-static, as two layers (the busybox rootfs, then a layer
-that adds /etc/motd, a user and a group), so every container runs on a real
-multi-layer overlay."""
+"""Images for the container tests, built once per session and put in a real
+capsa store with the store's own import (`capsa import` of a tarball):
+busybox from Debian's busybox-static, plus /etc/motd, a user `app` (1234)
+with a primary group and a supplementary one, and an image config with Cmd
+and Env set through import's --change instructions."""
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import helpers as h
 
-BUSYBOX_CONFIG = {
-    "architecture": "amd64",
-    "os": "linux",
-    "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "IMAGE_VAR=from-image"],
-               "WorkingDir": "/"},
-    "rootfs": {"type": "layers", "diff_ids": []},
-}
-
+BUSYBOX_CHANGES = ['CMD ["sh"]', "ENV IMAGE_VAR=from-image", "WORKDIR /"]
 EXTRA_USER = "app:x:1234:2345:app user:/home/app:/bin/sh\n"
 EXTRA_GROUP = "appgroup:x:2345:\nextra:x:3456:app\n"
+
+# The busybox image config as the store records it (for images made here by hand).
+BUSYBOX_CONFIG = {"config": {"Cmd": ["sh"], "Env": ["IMAGE_VAR=from-image"], "WorkingDir": "/"}}
 
 
 @dataclass
 class LayeredImage:
-    """An image as the store hands it to containers: id, config, layer dirs (bottom first), tags."""
+    """An image as the store hands it to containers, for layer sets the store
+    would not make in a test's time (hundreds of layers): id, config, layer dirs (bottom first), tags."""
     id: str
     config: dict
     layer_dirs: list[Path]
     repo_tags: list[str] = field(default_factory=list)
 
 
-def build_busybox(base: Path) -> LayeredImage:
-    layers = base / "layers"
-    bottom = h.build_rootfs(layers / "busybox")
-    top = layers / "extras"
-    (top / "etc").mkdir(parents=True)
-    (top / "home" / "app").mkdir(parents=True)
-    os.chown(top / "home" / "app", 1234, 2345)
-    (top / "etc" / "motd").write_text("from the image\n")
-    (top / "etc" / "passwd").write_text((bottom / "etc" / "passwd").read_text() + EXTRA_USER)
-    (top / "etc" / "group").write_text((bottom / "etc" / "group").read_text() + EXTRA_GROUP)
-    for d in (layers, top, top / "etc", top / "home"):
-        os.chmod(d, 0o755)
-    return LayeredImage("sha256:" + os.urandom(32).hex(), BUSYBOX_CONFIG, [bottom, top], ["busybox:latest"])
+def busybox_rootfs(dest: Path) -> Path:
+    h.build_rootfs(dest)
+    (dest / "home" / "app").mkdir(parents=True)
+    os.chown(dest / "home" / "app", 1234, 2345)
+    os.chmod(dest / "home", 0o755)
+    (dest / "etc" / "motd").write_text("from the image\n")
+    with open(dest / "etc" / "passwd", "a") as f:
+        f.write(EXTRA_USER)
+    with open(dest / "etc" / "group", "a") as f:
+        f.write(EXTRA_GROUP)
+    return dest
+
+
+def tar_of(rootfs: Path) -> bytes:
+    return subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."],
+                          check=True, capture_output=True).stdout
+
+
+def import_busybox(root: Path, work: Path, tag: str = "busybox:latest"):
+    """The busybox image in the store at `root` (an Image from capsa.image.store)."""
+    from capsa.image.importer import import_tarball
+    from capsa.image.reference import Reference
+    from capsa.image.store import Store
+
+    rootfs = busybox_rootfs(work / "busybox-rootfs")
+    data = tar_of(rootfs)
+    store = Store.open(root)
+    try:
+        return import_tarball(store, io.BytesIO(data), tags=[str(Reference.parse(tag))], changes=BUSYBOX_CHANGES)
+    finally:
+        store.close()
 
 
 def snapshot(dirs: list[Path]) -> dict[str, tuple]:

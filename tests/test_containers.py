@@ -24,8 +24,17 @@ from capsa.errors import CapsaError, Conflict
 
 
 @pytest.fixture(scope="session")
-def busybox(base_dir):
-    return imgs.build_busybox(base_dir / "busybox-image")
+def capsa_root(base_dir):
+    """One store root for the session: the busybox image is imported once; containers come and go."""
+    root = base_dir / "capsa-root"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    return root
+
+
+@pytest.fixture(scope="session")
+def busybox(capsa_root, base_dir):
+    return imgs.import_busybox(capsa_root, base_dir)
 
 
 def _monitors_under(root: Path) -> list[int]:
@@ -47,6 +56,7 @@ class World:
         self.store = Store(root)
         self.image = image
         self.ids: list[str] = []
+        self.scratch = Path(tempfile.mkdtemp(prefix="ct-", dir=root))
 
     def create(self, command, name=None, **kw):
         rec = lifecycle.create(self.store, self.image, RunOptions(command=list(command), **kw), name)
@@ -86,9 +96,8 @@ class World:
 
 
 @pytest.fixture
-def world(base_dir, busybox):
-    root = Path(tempfile.mkdtemp(prefix="ct-", dir=base_dir))
-    os.chmod(root, 0o755)
+def world(capsa_root, busybox):
+    root = capsa_root
     w = World(root, busybox)
     try:
         yield w
@@ -99,7 +108,7 @@ def world(base_dir, busybox):
             except CapsaError:
                 pass
         problems = w.leftovers()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(w.scratch, ignore_errors=True)
     if problems:
         pytest.fail("left behind:\n  " + "\n  ".join(problems), pytrace=False)
 
@@ -138,14 +147,14 @@ def test_no_host_mount_while_running(world):
 
 def test_many_layers(world, base_dir, capfd):
     """Layers named by 64-hex digests: more than fit in a page of mount options."""
-    layers_dir = world.root / "many-layers"
+    layers_dir = world.scratch / "many-layers"
     layers = []
     for i in range(120):
         d = layers_dir / os.urandom(32).hex()
         (d / "layers").mkdir(parents=True)
         (d / "layers" / f"f{i:03d}").write_text(str(i))
         layers.append(d)
-    image = imgs.LayeredImage("sha256:" + "2" * 64, imgs.BUSYBOX_CONFIG, list(world.image.layer_dirs) + layers)
+    image = imgs.LayeredImage("sha256:" + "2" * 64, world.image.config, list(world.image.layer_dirs) + layers)
     world.image = image
     code, out, err, _ = world.run(["sh", "-c", "ls /layers | wc -l; cat /layers/f119"], capfd)
     assert code == 0, err
@@ -155,7 +164,7 @@ def test_many_layers(world, base_dir, capfd):
 # ---------------------------------------------------------------- flags inside
 
 def test_flags_seen_inside(world, capfd, tmp_path):
-    shared = world.root / "shared-vol"
+    shared = world.scratch / "shared-vol"
     shared.mkdir()
     (shared / "data").write_text("host data\n")
     script = ("echo E=$FOO I=$IMAGE_VAR; pwd; id -u; id -g; id -G; hostname; "

@@ -223,3 +223,26 @@ def fast_main(argv: list[str]) -> int | None:
         return None
     from capsa.db import store_root
     return execute(store_root(root), values, image, command)
+
+
+def entry() -> None:
+    """The `capsa` console script: `run` here, without typer; the rest to capsa.cli."""
+    argv = sys.argv[1:]
+    code = None
+    try:
+        code = fast_main(argv)
+    except CapsaError as e:
+        print(f"capsa: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    if code is None:
+        from capsa.cli import main
+        main(argv)
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+    os._exit(code)

@@ -28,7 +28,12 @@ CREATE TABLE IF NOT EXISTS containers (
     argv TEXT NOT NULL,
     layers TEXT NOT NULL,
     mounts TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS image_users (  -- shared with the image store: rmi refuses an image in use
+    image_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (image_id, user)
+);
 """
 
 
@@ -71,7 +76,7 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = db.connect(self.root)
-            self._conn.execute(SCHEMA)
+            self._conn.executescript(SCHEMA)
         return self._conn
 
     def dir(self, cid: str) -> Path:
@@ -81,16 +86,23 @@ class Store:
 
     def insert(self, rec: Record) -> None:
         try:
+            self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute(
                 "INSERT INTO containers (id, name, image_id, image_name, created, options, argv, layers, mounts)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rec.id, rec.name, rec.image_id, rec.image_name, rec.created, json.dumps(rec.options),
                  json.dumps(rec.argv), json.dumps(rec.layers), json.dumps(rec.mounts)))
+            self.conn.execute("INSERT OR IGNORE INTO image_users VALUES (?, ?)", (rec.image_id, rec.id))
+            self.conn.execute("COMMIT")
         except sqlite3.IntegrityError:
+            self.conn.execute("ROLLBACK")
             raise Conflict(f'the container name "/{rec.name}" is already in use: remove that container or choose another name') from None
 
     def delete(self, cid: str) -> None:
-        self.conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM containers WHERE id = ?", (cid,))
+            self.conn.execute("DELETE FROM image_users WHERE user = ?", (cid,))
 
     def rename(self, cid: str, name: str) -> None:
         try:
@@ -119,10 +131,6 @@ class Store:
         if row is None:
             raise NotFound(f"no such container: {ref}")
         return self._record(row)
-
-    def image_in_use(self, image_id: str) -> list[str]:
-        """Names of the containers made from this image (the image store refuses to remove it)."""
-        return [r[0] for r in self.conn.execute("SELECT name FROM containers WHERE image_id = ?", (image_id,))]
 
     # ---- live status ------------------------------------------------------
 
