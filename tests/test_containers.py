@@ -316,3 +316,15 @@ def test_cleanup_after_rm(world):
     assert h.cgroup_dirs(f"/capsa/{rec.id}") == []
     assert not (world.root / "run" / rec.id).exists()
     assert _monitors_under(world.root) == []
+
+
+def test_fast_image_lookup_agrees_with_the_store(world, busybox):
+    """`capsa run`'s store-free lookup finds what the store finds, and declines what it does not handle."""
+    from capsa.container import image_lookup
+    from capsa.image.reference import Reference
+    for ref in ("busybox", "busybox:1.2", "me/app", "localhost:5000/x/y:t", "ghcr.io/a/b", "127.0.0.1:5000/x"):
+        assert image_lookup.normalise(ref) == str(Reference.parse(ref))
+    found = image_lookup.by_tag(world.store.conn, world.root, "busybox")
+    assert (found.id, found.layer_dirs, found.config) == (busybox.id, busybox.layer_dirs, busybox.config)
+    for other in ("busybox@sha256:" + "0" * 64, busybox.id, "Busybox", "not-there"):
+        assert image_lookup.by_tag(world.store.conn, world.root, other) is None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,6 +63,7 @@ def create(store: Store, image, opts: specs.RunOptions, name: str | None = None,
         _make_workdir(cdir / "upper", layers, spec["process"]["cwd"], spec["process"]["user"])
         (cdir / "config.json").write_text(json.dumps(spec))
     except BaseException:
+        import shutil
         shutil.rmtree(cdir, ignore_errors=True)
         store.delete(cid)
         raise
@@ -91,6 +90,7 @@ def monitor_binary() -> str:
     here = Path(sys.executable).parent / "capsa-monitor"
     if here.exists():
         return str(here)
+    import shutil
     found = shutil.which("capsa-monitor")
     if not found:
         raise CapsaError("capsa-monitor not found: install capsa with `make build` (it puts the binary in .venv/bin)")
@@ -108,6 +108,8 @@ def start_detached(store: Store, rec: Record, restart_count: int = 0) -> int:
            "lower": lower, "upper": upper, "work": work, "restart": policy, "max_retries": retries,
            "auto_remove": opts.auto_remove, "restart_count": restart_count}
     (d / "monitor.json").write_text(json.dumps(job))
+    import subprocess
+
     r, w = os.pipe()
     try:
         proc = subprocess.Popen([monitor_binary(), str(d / "monitor.json"), str(w)], stdin=subprocess.DEVNULL,
@@ -249,11 +251,13 @@ def remove(store: Store, rec: Record, force: bool = False, volumes: bool = False
             pass
         _wait_stopped(store, rec, 10)
     _release_runtime(store, rec)
+    import shutil
     shutil.rmtree(store.dir(rec.id), ignore_errors=True)
     store.delete(rec.id)
     if volumes:
         for m in rec.mounts:
             if m.get("Type") == "volume" and m.get("Name"):
+                import shutil
                 shutil.rmtree(store.volumes_dir / m["Name"], ignore_errors=True)
 
 

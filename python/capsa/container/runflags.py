@@ -149,8 +149,13 @@ def options(values: dict, command: list[str]):
     return opts
 
 
-def find_image(root: Path, ref: str):
+def find_image(root: Path, ref: str, conn=None):
     """The image from the store, pulled (with progress) if absent, as Docker does."""
+    if conn is not None:
+        from capsa.container.image_lookup import by_tag
+        image = by_tag(conn, root, ref)
+        if image is not None:
+            return image
     from capsa.image.store import Store
     store = Store.open(root)
     image = store.lookup(ref)
@@ -170,8 +175,8 @@ def execute(root: Path, values: dict, image_ref: str, command: list[str], *, sta
     detach = values.get("detach", False)
     if detach and opts.auto_remove is False:
         pass
-    image = find_image(root, image_ref)
     store = Store(root)
+    image = find_image(root, image_ref, store.conn)
     rec = lifecycle.create(store, image, opts, values.get("name"), image_name=image_ref)
     if not start:
         print(rec.id)

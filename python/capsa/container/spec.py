@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from capsa.container import user as users
@@ -39,45 +38,36 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 
 
-@dataclass
+# RunOptions fields and their defaults (lists and dicts are copied per instance).
+# A plain class, not a dataclass: importing dataclasses (and inspect) costs
+# more than a container start, and this module is on `capsa run`'s path.
+_OPTION_DEFAULTS: dict = dict(
+    command=[], entrypoint=None, env=[], workdir=None, user=None, hostname=None, volumes=[], tmpfs=[],
+    read_only=False, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None,
+    network="none", tty=False, interactive=False, restart="no", stop_signal=None, stop_timeout=None,
+    labels={}, ulimits=[], cap_add=[], cap_drop=[], privileged=False, security_opt=[], auto_remove=False,
+    init=False,
+)
+
+
 class RunOptions:
     """Everything `capsa run`/`create` takes besides the image; stored with the container."""
-    command: list[str] = field(default_factory=list)
-    entrypoint: str | None = None
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
-    read_only: bool = False
-    memory: str | None = None
-    memory_swap: str | None = None
-    cpus: float | None = None
-    cpu_shares: int | None = None
-    pids_limit: int | None = None
-    network: str = "none"
-    tty: bool = False
-    interactive: bool = False
-    restart: str = "no"
-    stop_signal: str | None = None
-    stop_timeout: int | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    ulimits: list[str] = field(default_factory=list)
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    privileged: bool = False
-    security_opt: list[str] = field(default_factory=list)
-    auto_remove: bool = False
-    init: bool = False
+
+    __slots__ = tuple(_OPTION_DEFAULTS)
+
+    def __init__(self, **values):
+        for k, default in _OPTION_DEFAULTS.items():
+            v = values.pop(k, default)
+            setattr(self, k, v.copy() if isinstance(v, (list, dict)) and v is default else v)
+        if values:
+            raise TypeError(f"unknown run options: {', '.join(values)}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: getattr(self, k) for k in _OPTION_DEFAULTS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunOptions":
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in d.items() if k in _OPTION_DEFAULTS})
 
     def restart_policy(self) -> tuple[str, int]:
         name, _, count = self.restart.partition(":")

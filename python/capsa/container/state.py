@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsa import db
@@ -37,29 +36,25 @@ CREATE TABLE IF NOT EXISTS image_users (  -- shared with the image store: rmi re
 """
 
 
-@dataclass
 class Status:
-    status: str = "created"   # created | running | paused | restarting | exited
-    pid: int = 0
-    exit_code: int | None = None
-    oom_killed: bool = False
-    started_at: str = ""
-    finished_at: str = ""
-    restart_count: int = 0
-    error: str = ""
+    """What a container is doing: created | running | paused | restarting | exited."""
+
+    def __init__(self, status: str = "created", pid: int = 0, exit_code: int | None = None, oom_killed: bool = False,
+                 started_at: str = "", finished_at: str = "", restart_count: int = 0, error: str = ""):
+        self.status, self.pid, self.exit_code, self.oom_killed = status, pid, exit_code, oom_killed
+        self.started_at, self.finished_at, self.restart_count, self.error = started_at, finished_at, restart_count, error
+
+    def __repr__(self) -> str:
+        return f"Status({self.__dict__})"
 
 
-@dataclass
 class Record:
-    id: str
-    name: str
-    image_id: str
-    image_name: str
-    created: str
-    options: dict
-    argv: list[str]
-    layers: list[str]
-    mounts: list[dict] = field(default_factory=list)
+    """What a container is: its row in capsa.db."""
+
+    def __init__(self, id: str, name: str, image_id: str, image_name: str, created: str, options: dict,
+                 argv: list[str], layers: list[str], mounts: list[dict] | None = None):
+        self.id, self.name, self.image_id, self.image_name, self.created = id, name, image_id, image_name, created
+        self.options, self.argv, self.layers, self.mounts = options, argv, layers, mounts or []
 
 
 class Store:

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsa.errors import CapsaError
 
 
-@dataclass
 class Identity:
-    uid: int = 0
-    gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
-    home: str = "/"
+    def __init__(self):
+        self.uid = 0
+        self.gid = 0
+        self.additional_gids: list[int] = []
+        self.home = "/"
 
 
 def image_file(layers: list[Path], relpath: str) -> Path | None:
