@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev \
                 libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils
 
-.PHONY: all setup apt venv build cargo-test pytest test demo bench clean
+.PHONY: all setup apt venv build cargo-test pytest test demo bench bench-exec clean
 
 all: build
 
@@ -52,6 +52,9 @@ demo: setup
 
 bench: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/start_latency.py
+
+bench-exec: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/exec_latency.py --runs 50
 
 clean:
 	rm -rf $(VENV) target
