@@ -200,6 +200,16 @@ def test_exec_forwards_signals(ctx):
         proc.stderr.close()
 
 
+def test_exec_in_created_container(ctx):
+    """The init waits for start in its finished namespaces: exec works already (as with runc)."""
+    cid, _ = ctx.create(["sleep", "1000"])
+    res = ctx.ok("exec", cid, "sh", "-c", "hostname; ps -o pid,args")
+    assert res.stdout.splitlines()[0] == "capsa-test"
+    assert ctx.state(cid)["status"] == "created"
+    ctx.ok("start", cid)
+    assert ctx.state(cid)["status"] == "running"
+
+
 def test_exec_in_user_namespace(ctx):
     mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     shared = ctx.shared_dir()

@@ -109,6 +109,17 @@ def test_delete_force_paused_container(ctx, view):
     ctx.assert_nothing_left(cid)
 
 
+def test_pause_created_container(ctx):
+    cid, _ = ctx.create(["sleep", "1000"])
+    ctx.ok("pause", cid)
+    assert ctx.state(cid)["status"] == "paused"
+    ctx.assert_error(ctx.cli("start", cid))
+    ctx.ok("resume", cid)
+    assert ctx.state(cid)["status"] == "created"
+    ctx.ok("start", cid)
+    assert ctx.state(cid)["status"] == "running"
+
+
 def test_pause_errors(ctx):
     cid, _ = counting(ctx)
     ctx.assert_error(ctx.cli("resume", cid), capsa_mentions=["not paused"])
