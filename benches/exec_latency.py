@@ -5,8 +5,10 @@ capsa's in-process Runtime.exec when capsa is importable).
 
 Each sample is one whole `RUNTIME exec ID true` process (join the
 container's namespaces and cgroup, run `true`, wait for it), timed with
-time.perf_counter around subprocess.run; runtimes are interleaved round by
-round. By default everything runs in the same cgroup2-only view as
+time.perf_counter around subprocess.run, and its CPU time (user + system of
+the runtime and everything it waited for, from RUSAGE_CHILDREN), which moves
+far less than wall time when the machine is busy; runtimes are interleaved
+round by round. By default everything runs in the same cgroup2-only view as
 benches/start_latency.py (a private mount namespace with cgroup2 on
 /sys/fs/cgroup); `--view host` measures on the host's own cgroups instead
 (v1 or hybrid here, where moving a task into v1 cgroups costs an RCU grace
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import platform
 import shutil
 import statistics
@@ -58,6 +61,16 @@ def quiet(cmd, timeout=60):
                                f"{err.read().decode(errors='replace').strip()}")
 
 
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def own_and_children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime + children_cpu()
+
+
 class CliExec:
     """A running container of one runtime, exec'd into by that runtime's CLI."""
 
@@ -67,6 +80,7 @@ class CliExec:
         self.root = workdir / f"state-{name}"
         self.id = f"bench-exec-{name}-{uuid.uuid4().hex[:8]}"
         self.samples: list[float] = []
+        self.cpu: list[float] = []
         self.error: str | None = None
         started.append(self)  # cleaned up even if start fails
         quiet([binary, "--root", self.root, "create", "--bundle", bundle, self.id])
@@ -76,11 +90,12 @@ class CliExec:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
         return out.splitlines()[0].strip() if out.strip() else "?"
 
-    def once(self) -> float:
+    def once(self) -> tuple[float, float]:
         cmd = [self.binary, "--root", str(self.root), "exec", self.id, "true"]
+        c0 = children_cpu()
         t0 = time.perf_counter()
         quiet(cmd)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, children_cpu() - c0
 
     def cleanup(self):
         subprocess.run([self.binary, "--root", str(self.root), "delete", "--force", self.id],
@@ -97,6 +112,7 @@ class ApiExec:
         self.rt = Runtime(root=str(workdir / "state-capsa-api"))
         self.id = f"bench-exec-api-{uuid.uuid4().hex[:8]}"
         self.samples: list[float] = []
+        self.cpu: list[float] = []
         self.error: str | None = None
         started.append(self)
         self.rt.create(self.id, str(bundle))
@@ -105,13 +121,14 @@ class ApiExec:
     def version(self) -> str:
         return "capsa (in-process)"
 
-    def once(self) -> float:
+    def once(self) -> tuple[float, float]:
+        c0 = own_and_children_cpu()
         t0 = time.perf_counter()
         code = self.rt.exec(self.id, ["true"])
         elapsed = time.perf_counter() - t0
         if code != 0:
             raise RuntimeError(f"Runtime.exec returned {code}")
-        return elapsed
+        return elapsed, own_and_children_cpu() - c0
 
     def cleanup(self):
         try:
@@ -177,13 +194,14 @@ def main():
                 if r.error:
                     continue
                 try:
-                    t = r.once()
+                    t, cpu = r.once()
                 except Exception as e:  # noqa: BLE001 - reported in the table
                     r.error = str(e)
                     print(f"error:    {r.name}: {r.error}", file=sys.stderr, flush=True)
                     continue
                 if i >= WARMUP:
                     r.samples.append(t)
+                    r.cpu.append(cpu)
     finally:
         for r in started:
             r.cleanup()
@@ -203,15 +221,17 @@ def main():
 
     base = next((r for r in runners if r.name == "runc" and r.samples), None)
     base_median = statistics.median(base.samples) if base else None
-    print(f"{'runtime':<22} {'runs':>5} {'median ms':>10} {'p90 ms':>9} {'vs runc':>8}")
+    base_cpu = statistics.median(base.cpu) if base else None
+    print(f"{'runtime':<22} {'runs':>5} {'median ms':>10} {'p90 ms':>9} {'vs runc':>8} {'cpu ms':>8} {'vs runc':>8}")
     for r in runners:
         if not r.samples:
             print(f"{r.name:<22} {'-':>5} {'failed' if r.error else '-':>10}")
             continue
-        med = statistics.median(r.samples)
+        med, cpu = statistics.median(r.samples), statistics.median(r.cpu)
         ratio = f"{med / base_median:.2f}x" if base_median else "-"
+        cpu_ratio = f"{cpu / base_cpu:.2f}x" if base_cpu else "-"
         print(f"{r.name:<22} {len(r.samples):>5} {med * 1000:>10.2f} "
-              f"{sl.p90(r.samples) * 1000:>9.2f} {ratio:>8}")
+              f"{sl.p90(r.samples) * 1000:>9.2f} {ratio:>8} {cpu * 1000:>8.1f} {cpu_ratio:>8}")
     if any(r.error for r in runners):
         sys.exit(1)
 
