@@ -189,10 +189,10 @@ fn exec(
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
         let to_run = match (process_json, process_file) {
-            (Some(text), _) => ToRun::Process(exec_mod::parse_process(&text, "the process argument")?),
+            (Some(text), _) => ToRun::Process(Box::new(exec_mod::parse_process(&text, "the process argument")?)),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| error::Error::io("read process file", &path, e))?;
-                ToRun::Process(exec_mod::parse_process(&text, &path.display().to_string())?)
+                ToRun::Process(Box::new(exec_mod::parse_process(&text, &path.display().to_string())?))
             }
             (None, None) => ToRun::Overrides(Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty }),
         };

@@ -65,7 +65,7 @@ pub fn parse_process(text: &str, origin: &str) -> Result<Process> {
 /// What to run: a whole runtime-spec process, or runc's `exec ID ARGS...`
 /// form (the container's own process with overrides).
 pub enum ToRun {
-    Process(Process),
+    Process(Box<Process>),
     Overrides(Overrides),
 }
 
@@ -139,7 +139,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     // The container's config (seccomp and the like apply to exec'd processes too), with this process.
     let mut spec = load_spec(&st.bundle)?;
     let process = match to_run {
-        ToRun::Process(p) => p.clone(),
+        ToRun::Process(p) => (**p).clone(),
         ToRun::Overrides(o) => apply_overrides(&spec.process().clone().unwrap_or_default(), o)?,
     };
     spec.set_process(Some(process));
