@@ -4,9 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev \
-                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils
+                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils zstd
 
-.PHONY: all setup apt venv build cargo-test pytest test demo bench clean
+.PHONY: all setup apt venv build cargo-test pytest test demo bench bench-exec clean
 
 all: build
 
@@ -59,6 +59,8 @@ bench: setup
 .PHONY: bench-extract
 bench-extract: setup
 	$(PY) benches/extract.py --runs 10
+bench-exec: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/exec_latency.py --runs 50
 
 clean:
 	rm -rf $(VENV) target

@@ -12,6 +12,9 @@ Fixtures (session-scoped, each torn down with its processes and temp dirs):
 
 Other test modules use them as they are (conftest imports them) and build
 images with `registry.push_image("repo", "tag")` / `registry.push_index(...)`.
+The registries are shared by the whole session, and equal content is one
+blob in them: a test that corrupts stored blobs (registry.blob_path) must
+corrupt only content of its own, e.g. build_image(files={"id": os.urandom(16)}).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import hashlib
 import http.server
 import io
 import json
-import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -45,7 +48,9 @@ USER, PASSWORD = "alice", "secret"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -153,26 +158,53 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
+def compress(data: bytes, compression: str | None) -> bytes:
+    if compression == "gzip":
+        return _gzip(data)
+    if compression == "zstd":
+        return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, capture_output=True,
+                              check=True).stdout
+    return data
+
+
+_LAYER_TYPES = {
+    ("oci", "gzip"): OCI_LAYER_GZIP, ("oci", "zstd"): OCI_LAYER_ZSTD, ("oci", None): OCI_LAYER,
+    ("docker", "gzip"): DOCKER_LAYER_GZIP,
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _busybox_layer() -> bytes:
-    return _gzip(busybox_tar())
+def _busybox_layer(compression: str | None) -> bytes:
+    return compress(busybox_tar(), compression)
+
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    """An uncompressed layer tar of path -> content (parent dirs added)."""
+    dirs = set()
+    for p in files:
+        parts = p.strip("/").split("/")[:-1]
+        dirs.update("/".join(parts[:i]) + "/" for i in range(1, len(parts) + 1))
+    return _tar([_dir(d) for d in sorted(dirs)] +
+                [_file(p.lstrip("/"), d) for p, d in sorted(files.items())])
 
 
 def build_image(*, fmt: str = "oci", os_name: str = "linux", architecture: str = "amd64",
                 variant: str | None = None, files: dict[str, bytes] | None = None,
-                busybox: bool = True, cmd: tuple[str, ...] = ("/bin/sh",)) -> TestImage:
-    """A small image: the busybox layer (unless busybox=False), then a layer
-    with `files` (path -> content) if given. fmt: "oci" or "docker"."""
-    layer_type = OCI_LAYER_GZIP if fmt == "oci" else DOCKER_LAYER_GZIP
-    raw_layers: list[bytes] = []
-    if busybox:
-        raw_layers.append(busybox_tar())
-    if files:
-        dirs = sorted({str(Path(p).parent) + "/" for p in files if "/" in p.strip("/")})
-        raw_layers.append(_tar([_dir(d) for d in dirs] +
-                               [_file(p.lstrip("/"), d) for p, d in sorted(files.items())]))
-    layers = tuple(Blob(_busybox_layer() if busybox and i == 0 else _gzip(raw), layer_type)
-                   for i, raw in enumerate(raw_layers))
+                layers: list[dict[str, bytes]] | None = None, busybox: bool = True,
+                compression: str | None = "gzip",
+                cmd: tuple[str, ...] = ("/bin/sh",)) -> TestImage:
+    """A small image: the busybox layer (unless busybox=False), then one
+    layer per dict in `layers` (path -> content; `files` is one more).
+    fmt: "oci" or "docker"; compression: "gzip", "zstd" (oci) or None (oci)."""
+    if (fmt, compression) not in _LAYER_TYPES:
+        raise ValueError(f"no {fmt} layer media type for compression {compression}")
+    layer_type = _LAYER_TYPES[fmt, compression]
+    raw_layers: list[bytes] = [busybox_tar()] if busybox else []
+    raw_layers += [layer_tar(f) for f in [*(layers or []), *([files] if files else [])]]
+    layers_blobs = tuple(
+        Blob(_busybox_layer(compression) if busybox and i == 0 else compress(raw, compression),
+             layer_type)
+        for i, raw in enumerate(raw_layers))
     diff_ids = tuple(sha256(raw) for raw in raw_layers)
     platform = {"os": os_name, "architecture": architecture}
     if variant:
@@ -184,15 +216,15 @@ def build_image(*, fmt: str = "oci", os_name: str = "linux", architecture: str =
                                              "/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
         "history": [{"created": "2026-01-01T00:00:00Z", "created_by": f"capsa test layer {i}"}
-                    for i in range(len(layers))],
+                    for i in range(len(layers_blobs))],
     }
     config_blob = Blob(json.dumps(config, sort_keys=True).encode(),
                        OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG)
     manifest_type = OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST
     manifest = {"schemaVersion": 2, "mediaType": manifest_type,
                 "config": config_blob.descriptor(),
-                "layers": [layer.descriptor() for layer in layers]}
-    return TestImage(config_blob, layers, diff_ids,
+                "layers": [layer.descriptor() for layer in layers_blobs]}
+    return TestImage(config_blob, layers_blobs, diff_ids,
                      Blob(json.dumps(manifest, indent=2).encode(), manifest_type),
                      "/".join(x for x in (os_name, architecture, variant) if x))
 
@@ -368,7 +400,7 @@ class Registry:
     host: str
     workdir: Path
     process: subprocess.Popen
-    auth: str = "none"                  # none | basic | token | silly
+    auth: str = "none"                  # none | basic | token
     token_server: TokenServer | None = None
     log_path: Path | None = None
     extra: dict = field(default_factory=dict)
@@ -461,7 +493,7 @@ http:
 
 
 def start_registry(auth: str = "none") -> Registry:
-    """Start docker-registry with `auth` none | basic | token | silly. The
+    """Start docker-registry with `auth` none | basic | token. The
     caller must stop_registry() it (the fixtures do)."""
     workdir = Path(tempfile.mkdtemp(prefix="capsa-registry-"))
     token_server = None
@@ -478,9 +510,6 @@ def start_registry(auth: str = "none") -> Registry:
             auth_yaml = (f"auth:\n  token:\n    realm: {token_server.url}\n"
                          f"    service: {TokenServer.SERVICE}\n    issuer: {TokenServer.ISSUER}\n"
                          f"    rootcertbundle: {token_server.cert_path}\n")
-        elif auth == "silly":
-            auth_yaml = ("auth:\n  silly:\n    realm: http://127.0.0.1:9/token\n"
-                         "    service: capsa-silly\n")
         else:
             auth_yaml = ""
         for _ in range(5):      # a free port can be taken between probe and bind
@@ -555,6 +584,7 @@ class Fault:
     times: int = 1            # how many matching requests it applies to
     status: int = 503
     location: str = ""        # for "redirect": the URL prefix; the request path is appended
+    method: str | None = None  # only requests with this method
 
 
 @dataclass
@@ -614,10 +644,11 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.times > 0 and fault.path_contains in path:
+                if (fault.times > 0 and fault.path_contains in path
+                        and fault.method in (None, method)):
                     fault.times -= 1
                     return fault
         return None
@@ -636,7 +667,7 @@ class FaultProxy:
                     return
                 rest += chunk
             self.requests.append(SeenRequest(method, path, headers))
-            fault = self._take_fault(path)
+            fault = self._take_fault(method, path)
             if fault and fault.kind == "status":
                 conn.sendall(f"HTTP/1.1 {fault.status} Injected\r\nContent-Length: 0\r\n"
                              "Connection: close\r\n\r\n".encode())
@@ -667,12 +698,42 @@ class FaultProxy:
                     conn.sendall(chunk)
 
 
+def self_signed_tls_context(workdir: Path, ip: str) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed cert for `ip` (that no
+    client trusts)."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = workdir / "tls-cert.pem", workdir / "tls-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
 class RecordingBlobServer:
     """An HTTP server (e.g. on 127.0.0.2, another host than the registry)
     that records each request's headers and serves GET .../blobs/<digest>
     from a registry's storage, as a blob store behind a redirect would."""
 
-    def __init__(self, registry: Registry, bind: str = "127.0.0.2"):
+    def __init__(self, registry: Registry, bind: str = "127.0.0.2",
+                 tls: ssl.SSLContext | None = None):
         self.requests: list[SeenRequest] = []
         outer = self
 
@@ -699,7 +760,10 @@ class RecordingBlobServer:
 
         self.httpd = http.server.ThreadingHTTPServer((bind, 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://{bind}:{self.httpd.server_address[1]}"
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{bind}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):

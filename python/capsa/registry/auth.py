@@ -68,6 +68,7 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self.clock = time.monotonic     # replaceable, so tests can move time on
 
     @property
     def challenged(self) -> bool:
@@ -81,16 +82,16 @@ class Authenticator:
             if challenge.scheme == "basic":
                 return self._basic() if self.credentials else None
             cached = self._tokens.get(scopes)
-            if cached and cached[1] > time.monotonic():
+            if cached and cached[1] > self.clock():
                 return f"Bearer {cached[0]}"
             token, lifetime = self._fetch_token(challenge, scopes)
-            self._tokens[scopes] = (token, time.monotonic() + max(lifetime - EXPIRY_MARGIN, 1))
+            self._tokens[scopes] = (token, self.clock() + max(lifetime - EXPIRY_MARGIN, 1))
             return f"Bearer {token}"
 
     def on_unauthorized(self, response: httpx.Response, scopes: tuple[str, ...],
                         sent: str | None) -> bool:
         """Learn from a 401. True if asking again with new authorization can
-        help (first challenge, or a cached token the registry no longer takes)."""
+        help (none was sent, or a token the registry no longer takes)."""
         found = [c for c in parse_challenges(response.headers.get("www-authenticate", ""))
                  if c.scheme in ("bearer", "basic")]
         if not found:
@@ -100,12 +101,13 @@ class Authenticator:
         if challenge.scheme == "bearer" and not challenge.params.get("realm"):
             raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
         with self._lock:
-            self._tokens.pop(scopes, None)
-            first = self._challenge is None
+            cached = self._tokens.get(scopes)
+            if cached and sent == f"Bearer {cached[0]}":
+                del self._tokens[scopes]       # refused: not one to reuse (another may be newer)
             self._challenge = challenge
         if challenge.scheme == "basic" and not self.credentials:
             return False
-        return first or (sent is not None and sent.startswith("Bearer "))
+        return sent is None or sent.startswith("Bearer ")
 
     def _basic(self) -> str:
         c = self.credentials

@@ -13,6 +13,8 @@ import hashlib
 import ipaddress
 import json
 import os
+import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,11 @@ def _connect_reason(e: Exception) -> str:
     cause = e
     while cause.__cause__ or cause.__context__:
         cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({cause.verify_message or cause.reason})"
+    if isinstance(cause, ssl.SSLError):
+        return (f"TLS handshake failed ({cause.reason or cause}); "
+                "a registry that speaks plain HTTP must be marked insecure")
     if isinstance(cause, OSError) and cause.errno:
         if cause.errno in (errno.ECONNREFUSED,):
             return "connection refused"
@@ -124,9 +131,12 @@ class RegistryClient:
         self.backoff = backoff
         if credentials is None and use_stored_credentials:
             credentials = get_credentials(registry)
+        tls = {}
+        if plain:   # the CA bundle only if a redirect leads to https
+            tls = {"transport": httpx.HTTPTransport(verify=False), "mounts": {"https://": _LazyTLS()}}
         self._http = httpx.Client(timeout=timeout, follow_redirects=True,
-                                  headers={"User-Agent": USER_AGENT})
-        self._auth = Authenticator(self.host, credentials, self._send_plain)
+                                  headers={"User-Agent": USER_AGENT}, **tls)
+        self.auth = Authenticator(self.host, credentials, self._send_plain)
 
     def close(self) -> None:
         self._http.close()
@@ -145,8 +155,9 @@ class RegistryClient:
         return self.base_url.join(path)
 
     def _same_origin(self, url: httpx.URL) -> bool:
-        return (url.scheme, url.host, url.port) == (
-            self.base_url.scheme, self.base_url.host, self.base_url.port)
+        def origin(u: httpx.URL):
+            return u.scheme, u.host, u.port or {"http": 80, "https": 443}.get(u.scheme)
+        return origin(url) == origin(self.base_url)
 
     def _once(self, method: str, url, *, headers=None, body=None, params=None, data=None,
               stream: bool = False) -> httpx.Response:
@@ -197,7 +208,7 @@ class RegistryClient:
         """A request with authorization for `scopes`, answering one 401 challenge."""
         url = httpx.URL(url)
         for _ in range(2):
-            sent = self._auth.header(scopes) if self._same_origin(url) else None
+            sent = self.auth.header(scopes) if self._same_origin(url) else None
             all_headers = dict(headers or {})
             if sent:
                 all_headers["Authorization"] = sent
@@ -209,7 +220,7 @@ class RegistryClient:
             if response.status_code != 401:
                 return response
             response.read()
-            if not self._auth.on_unauthorized(response, scopes, sent):
+            if not self.auth.on_unauthorized(response, scopes, sent):
                 break
         return response
 
@@ -219,7 +230,7 @@ class RegistryClient:
         code, message = _error_code(response)
         status = response.status_code
         if status in (401, 403):
-            if self._auth.credentials:
+            if self.auth.credentials:
                 return Unauthorized(f"access to {what} denied by {self.host}"
                                     f"{': ' + message if message else ''}")
             return Unauthorized(f"access to {what} denied: it does not exist or needs "
@@ -244,10 +255,10 @@ class RegistryClient:
         else:
             response = self._retrying(lambda: self._once("GET", self._url("")))
             if response.status_code == 401:
-                self._auth.on_unauthorized(response, (), None)
+                self.auth.on_unauthorized(response, (), None)
                 return
         if response.status_code == 401:
-            if self._auth.credentials:
+            if self.auth.credentials:
                 raise Unauthorized(f"login to {self.host} refused: incorrect username or password")
             raise Unauthorized(f"{self.host} needs a login: run 'capsa login {self.registry}'")
         if response.status_code != 200:
@@ -259,13 +270,17 @@ class RegistryClient:
         validate_repository(repository)
         validate_manifest_reference(reference)
         what = f"{self.registry}/{repository}{'@' if ':' in reference else ':'}{reference}"
-        response = self._request("GET", self._url(f"{repository}/manifests/{reference}"),
-                                 (repository_scope(repository, "pull"),),
-                                 headers={"Accept": ", ".join(accept)}, stream=True)
-        with contextlib.closing(response):
-            if response.status_code != 200:
-                raise self._fail(response, what)
-            data = self._read_capped(response, MANIFEST_MAX, what)
+        url = self._url(f"{repository}/manifests/{reference}")
+        scopes = (repository_scope(repository, "pull"),)
+
+        def attempt() -> tuple[httpx.Response, bytes]:
+            response = self._request("GET", url, scopes, headers={"Accept": ", ".join(accept)},
+                                     stream=True)
+            with contextlib.closing(response):
+                if response.status_code != 200:
+                    raise self._fail(response, what)
+                return response, self._read_capped(response, MANIFEST_MAX, what)
+        response, data = self._retrying(attempt)
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if media_type not in mediatypes.ALL_MANIFEST_TYPES:
             try:
@@ -284,9 +299,9 @@ class RegistryClient:
                 if total > limit:
                     raise RegistryError(f"the manifest of {what} is larger than {limit} bytes")
                 chunks.append(chunk)
-        except httpx.TransportError as e:
-            raise RegistryUnreachable(f"registry {self.host} dropped the connection "
-                                      f"sending {what}: {e}") from None
+        except (httpx.TransportError, httpx.StreamError) as e:
+            raise _Transient(RegistryUnreachable(f"registry {self.host} dropped the connection "
+                                                 f"sending {what}: {e}")) from None
         return b"".join(chunks)
 
     @staticmethod
@@ -341,18 +356,13 @@ class RegistryClient:
             part = _Partial(f, algorithm)
             if size is not None and part.done > size:
                 part.restart()
-            failures = 0
-            while True:
-                before = part.done
-                try:
-                    self._download(url, scopes, what, part, size, progress)
-                    break
-                except _Transient as e:
-                    # a try that moved forward resets the budget
-                    failures = 0 if part.done > before else failures + 1
-                    if failures > self.retries:
-                        raise e.error from None
-                    self._sleep(max(failures - 1, 0), e.retry_after)
+            try:
+                self._download_with_retries(url, scopes, what, part, size, progress)
+            except BaseException as e:
+                # keep a partial worth resuming; never one that is wrong or empty
+                if part.done == 0 or isinstance(e, DigestMismatch):
+                    partial.unlink(missing_ok=True)
+                raise
             actual = part.digest()
             if actual != digest or (size is not None and part.done != size):
                 partial.unlink(missing_ok=True)
@@ -363,17 +373,38 @@ class RegistryClient:
             os.fsync(f.fileno())
             os.replace(partial, dest)
 
+    def _download_with_retries(self, url, scopes, what, part: _Partial, size, progress) -> None:
+        failures = 0
+        while True:
+            before = part.done
+            try:
+                return self._download(url, scopes, what, part, size, progress)
+            except _Transient as e:
+                # a try that moved forward resets the budget
+                failures = 0 if part.done > before else failures + 1
+                if failures > self.retries:
+                    raise e.error from None
+                self._sleep(max(failures - 1, 0), e.retry_after)
+
     def _download(self, url, scopes, what, part: _Partial, size, progress) -> None:
         """One GET of the blob from where `part` ends, appended to it."""
-        headers = {"Range": f"bytes={part.done}-"} if part.done else {}
+        # identity: the bytes as stored are what the digest covers
+        headers = {"Accept-Encoding": "identity"}
+        if part.done:
+            headers["Range"] = f"bytes={part.done}-"
         response = self._request("GET", url, scopes, headers=headers, stream=True)
         with contextlib.closing(response):
             status = response.status_code
-            if status == 416 and part.done and part.done == size:
-                return                       # all of it was already here
+            if status == 416 and part.done:
+                if size is None or part.done == size:
+                    return                   # all of it was already here; the digest decides
+                part.restart()
+                raise _Transient(RegistryError(f"registry {self.host} refused to resume {what}"))
             if status == 206 and not response.headers.get(
                     "content-range", "").startswith(f"bytes {part.done}-"):
-                status = 200                 # not the range asked for: start over
+                part.restart()               # not the range asked for: ask for all of it
+                raise _Transient(RegistryError(f"registry {self.host} sent another range "
+                                               f"of {what} than asked for"))
             if status not in (200, 206):
                 raise self._fail(response, what)
             if status == 200 and part.done:
@@ -383,7 +414,7 @@ class RegistryClient:
                 with contextlib.suppress(ValueError):
                     total = part.done + int(response.headers["content-length"])
             try:
-                for chunk in response.iter_raw(STREAM_CHUNK):
+                for chunk in response.iter_raw():   # as it arrives: a buffer would be lost on a drop
                     part.append(chunk)
                     if size is not None and part.done > size:
                         raise DigestMismatch(f"blob {what} is larger than the {size} bytes "
@@ -403,14 +434,13 @@ class RegistryClient:
         scopes = (repository_scope(repository, "pull", "push"),
                   repository_scope(from_repository, "pull"))
         response = self._request("POST", self._url(f"{repository}/blobs/uploads/"), scopes,
-                                 params={"mount": digest, "from": from_repository},
-                                 retry=False)
+                                 params={"mount": digest, "from": from_repository})
         response.read()
         if response.status_code == 201:
             return True
         if response.status_code == 202:     # not mounted: an upload session we do not need
             with contextlib.suppress(RegistryError, httpx.HTTPError):
-                self._request("DELETE", self._location(response), scopes, retry=False).read()
+                self._request("DELETE", self._location(response), scopes).read()
             return False
         raise self._fail(response, f"{self.registry}/{repository}@{digest}")
 
@@ -527,6 +557,26 @@ class RegistryClient:
             nxt = response.links.get("next", {}).get("url")
             url = response.url.join(nxt) if nxt else None
         return tags
+
+
+class _LazyTLS(httpx.BaseTransport):
+    """The https transport, made on first use: loading the CA bundle costs
+    tens of milliseconds that a plain-HTTP (loopback) registry never needs.
+    The plain transport it stands beside never sees an https URL."""
+
+    def __init__(self):
+        self._transport: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                self._transport = httpx.HTTPTransport()
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 @contextlib.contextmanager

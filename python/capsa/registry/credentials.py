@@ -1,6 +1,8 @@
 """Registry credentials in Docker's config file (`$DOCKER_CONFIG/config.json`
 or `~/.docker/config.json`), read and written in Docker's own format so that
-`docker login` and `capsa login` share them."""
+`docker login` and `capsa login` share them: base64 `auth` entries under
+`auths`, or a credential helper (`credHelpers`, `credsStore`) speaking
+Docker's docker-credential-* protocol."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import base64
 import binascii
 import json
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,9 @@ from capsa.image.reference import DEFAULT_REGISTRY
 
 # Docker keys Docker Hub's credentials by its old v1 index URL.
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+# What a credential helper's Username is when Secret is an identity token.
+_TOKEN_USERNAME = "<token>"
+HELPER_TIMEOUT = 60
 _DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
@@ -107,10 +113,59 @@ def _decode(entry: dict, path: Path, key: str) -> Credentials | None:
     return Credentials(username, password, token)
 
 
+def _helper(data: dict, registry: str) -> str | None:
+    """The credential helper Docker would use for `registry`, if any."""
+    wanted = _canonical(registry)
+    for key, name in (data.get("credHelpers") or {}).items():
+        if _canonical(key) == wanted and name:
+            return name
+    return data.get("credsStore") or None
+
+
+def _run_helper(name: str, action: str, payload: str, path: Path) -> str | None:
+    """docker-credential-NAME ACTION with payload on stdin; None when the
+    helper says it has no such credentials."""
+    exe = f"docker-credential-{name}"
+    try:
+        done = subprocess.run([exe, action], input=payload, capture_output=True, text=True,
+                              timeout=HELPER_TIMEOUT)
+    except FileNotFoundError:
+        raise CredentialsError(f"credential helper {exe} (named in {path}) is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise CredentialsError(f"credential helper {exe} {action} did not answer "
+                               f"in {HELPER_TIMEOUT} s") from None
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).strip()
+        if "credentials not found" in said.lower():
+            return None
+        last = said.splitlines()[-1] if said else f"exit status {done.returncode}"
+        raise CredentialsError(f"credential helper {exe} {action} failed: {last}")
+    return done.stdout
+
+
 def get_credentials(registry: str, path: Path | None = None) -> Credentials | None:
-    """The stored credentials for `registry` (a host, or docker.io), if any."""
+    """The stored credentials for `registry` (a host, or docker.io), if any.
+    A helper the config names but that is not installed means anonymous."""
     path = path or config_path()
-    auths = _read(path).get("auths") or {}
+    data = _read(path)
+    helper = _helper(data, registry)
+    if helper:
+        try:
+            out = _run_helper(helper, "get", _store_key(registry), path)
+        except CredentialsError:
+            out = None
+        if out:
+            try:
+                answer = json.loads(out)
+                username, secret = answer.get("Username", ""), answer.get("Secret", "")
+            except (ValueError, AttributeError):
+                raise CredentialsError(f"credential helper docker-credential-{helper} "
+                                       "answered something that is not JSON") from None
+            if username == _TOKEN_USERNAME:
+                return Credentials(identity_token=secret)
+            if username or secret:
+                return Credentials(username, secret)
+    auths = data.get("auths") or {}
     wanted = _canonical(registry)
     # An exact key first, then any key naming the same host (Docker does the same).
     for key in [k for k in auths if k == registry] + [k for k in auths if k != registry]:
@@ -129,7 +184,13 @@ def store_credentials(registry: str, credentials: Credentials, path: Path | None
     for key in [k for k in auths if _canonical(k) == wanted]:
         del auths[key]
     entry: dict = {}
-    if credentials.identity_token:
+    helper = _helper(data, registry)
+    if helper:       # the secret goes to the helper; Docker keeps an empty entry
+        username = _TOKEN_USERNAME if credentials.identity_token else credentials.username
+        secret = credentials.identity_token or credentials.password
+        _run_helper(helper, "store", json.dumps({"ServerURL": _store_key(registry),
+                                                 "Username": username, "Secret": secret}), path)
+    elif credentials.identity_token:
         entry["auth"] = base64.b64encode(f"{credentials.username}:".encode()).decode()
         entry["identitytoken"] = credentials.identity_token
     else:
@@ -147,6 +208,9 @@ def remove_credentials(registry: str, path: Path | None = None) -> bool:
     auths = data.get("auths") or {}
     wanted = _canonical(registry)
     keys = [k for k in auths if _canonical(k) == wanted]
+    helper = _helper(data, registry)
+    if helper:
+        _run_helper(helper, "erase", _store_key(registry), path)
     for key in keys:
         del auths[key]
     if keys:
