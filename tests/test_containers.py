@@ -328,3 +328,14 @@ def test_fast_image_lookup_agrees_with_the_store(world, busybox):
     assert (found.id, found.layer_dirs, found.config) == (busybox.id, busybox.layer_dirs, busybox.config)
     for other in ("busybox@sha256:" + "0" * 64, busybox.id, "Busybox", "not-there"):
         assert image_lookup.by_tag(world.store.conn, world.root, other) is None
+
+
+def test_named_volume_outlives_its_container(world, capfd):
+    code, _, err, first = world.run(["sh", "-c", "echo kept > /data/f"], capfd, volumes=["vol-" + world.scratch.name[3:] + ":/data"])
+    assert code == 0, err
+    name = first.mounts[0]["Name"]
+    lifecycle.remove(world.store, first)
+    code, out, err, second = world.run(["cat", "/data/f"], capfd, volumes=[f"{name}:/data:ro"])
+    assert (code, out) == (0, "kept\n"), err
+    lifecycle.remove(world.store, second, volumes=True)
+    assert not (world.store.volumes_dir / name).exists()

@@ -169,3 +169,26 @@ def test_it_gives_a_terminal(capsa):
         os.close(master)
     assert "TTY-42" in out, out
     assert os.waitstatus_to_exitcode(status) == 5, out
+
+
+def test_exec_pause_stats(capsa):
+    cid = capsa("run", "-d", "--name", "exec-me", "-m", "64m", "busybox", "sh", "-c",
+                "echo file-content > /made-here; sleep 100").stdout.strip()
+    h.wait_for(lambda: capsa("exec", "exec-me", "cat", "/made-here").stdout == "file-content\n", timeout=10)
+    res = capsa("exec", "-u", "app", "-w", "/tmp", "-e", "X=1", "exec-me", "sh", "-c", "id -u; pwd; echo $X; exit 4")
+    assert (res.returncode, res.stdout) == (4, "1234\n/tmp\n1\n"), res.describe()
+    assert capsa("exec", "-i", "exec-me", "cat", input="piped\n").stdout == "piped\n"
+    res = capsa("exec", "exec-me", "no-such-thing")
+    assert res.returncode == 127 and "executable file not found" in res.stderr, res.describe()
+    assert capsa("pause", "exec-me").returncode == 0
+    assert "(Paused)" in capsa("ps").stdout
+    assert json.loads(capsa("inspect", "exec-me").stdout)[0]["State"]["Paused"]
+    assert capsa("unpause", "exec-me").returncode == 0
+    st = capsa("stats", "--no-stream", "exec-me")
+    assert st.returncode == 0, st.describe()
+    row = st.stdout.splitlines()[1]
+    assert row.startswith(cid[:12]) and "/ 64MiB" in row and row.split()[-1] == "1"   # sh execs its last command
+    assert capsa("kill", "exec-me").returncode == 0
+    capsa("wait", "exec-me")
+    res = capsa("exec", "exec-me", "true")
+    assert res.returncode != 0 and "is not running" in res.stderr, res.describe()

@@ -373,3 +373,132 @@ def prune(force: bool = typer.Option(False, "-f", "--force")):
         if st.status in ("exited", "created"):
             lifecycle.remove(store, rec)
             print(rec.id)
+
+
+def _running(store, rec):
+    st = store.status(rec)
+    if st.status not in ("running", "paused", "restarting"):
+        raise CapsaError(f"container {rec.name} is not running")
+    return st
+
+
+@_both("exec", context_settings={"allow_interspersed_args": False})
+def exec_(container: str = typer.Argument(...), command: List[str] = typer.Argument(...),
+          interactive: bool = typer.Option(False, "-i", "--interactive"), tty: bool = typer.Option(False, "-t", "--tty"),
+          env: Optional[List[str]] = typer.Option(None, "-e", "--env"), user: Optional[str] = typer.Option(None, "-u", "--user"),
+          workdir: Optional[str] = typer.Option(None, "-w", "--workdir"), detach: bool = typer.Option(False, "-d", "--detach")):
+    """Run a command in a running container (in-process through the core)."""
+    from pathlib import Path as _P
+
+    from capsa import _core
+    from capsa.container import user as users
+    store = _store()
+    rec = _find(store, container)
+    if _running(store, rec).status == "paused":
+        raise CapsaError(f"container {rec.name} is paused: unpause it first")
+    if tty:
+        raise CapsaError("exec -t is not supported yet: use exec -i")
+    ident = None
+    if user is not None:
+        i = users.resolve(user, [_P(p) for p in rec.layers])
+        ident = f"{i.uid}:{i.gid}"
+    if not interactive:
+        import os
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)
+        os.close(fd)
+    try:
+        code = _core.exec(str(store.run_root), rec.id, args=list(command), env=env or [], cwd=workdir, user=ident,
+                          detach=detach, forward_signals=not detach)
+    except _core.ContainerError as e:
+        from capsa.container.lifecycle import StartError
+        raise StartError(str(e)) from None
+    raise typer.Exit(0 if detach else code)
+
+
+@_both("pause")
+def pause(containers: List[str] = typer.Argument(...)):
+    """Freeze every process of containers."""
+    from capsa import _core
+    store = _store()
+    for ref in containers:
+        rec = _find(store, ref)
+        _running(store, rec)
+        try:
+            _core.pause(str(store.run_root), rec.id)
+        except _core.ContainerError as e:
+            raise CapsaError(str(e)) from None
+        print(ref)
+
+
+@_both("unpause")
+def unpause(containers: List[str] = typer.Argument(...)):
+    """Thaw paused containers."""
+    from capsa import _core
+    store = _store()
+    for ref in containers:
+        rec = _find(store, ref)
+        if store.status(rec).status != "paused":
+            raise CapsaError(f"container {rec.name} is not paused")
+        try:
+            _core.resume(str(store.run_root), rec.id)
+        except _core.ContainerError as e:
+            raise CapsaError(str(e)) from None
+        print(ref)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.4g}{unit}"
+        n /= 1024
+    return f"{n}B"
+
+
+@_both("stats")
+def stats(containers: Optional[List[str]] = typer.Argument(None), no_stream: bool = typer.Option(False, "--no-stream")):
+    """CPU %, memory and pids of running containers (from their cgroups)."""
+    import time
+
+    from capsa import _core
+    store = _store()
+    recs = [_find(store, r) for r in containers] if containers else [r for r, _ in _rows(store, False)]
+
+    def sample():
+        out = {}
+        for rec in recs:
+            try:
+                out[rec.id] = json.loads(_core.stats(str(store.run_root), rec.id))["data"]
+            except (_core.ContainerError, ValueError, KeyError):
+                pass
+        return out, time.monotonic()
+
+    prev, t0 = sample()
+    while True:
+        time.sleep(0.5 if no_stream else 1.0)
+        cur, t1 = sample()
+        print(f"{'CONTAINER ID':<14}{'NAME':<24}{'CPU %':>8}   {'MEM USAGE / LIMIT':<24}{'MEM %':>7}   PIDS")
+        for rec in recs:
+            if rec.id not in cur:
+                continue
+            d = cur[rec.id]
+            cpu = (d.get("cpu", {}).get("usage", {}).get("total", 0) -
+                   prev.get(rec.id, d).get("cpu", {}).get("usage", {}).get("total", 0)) / ((t1 - t0) * 1e9) * 100
+            mem = d.get("memory", {}).get("usage", {})
+            usage, limit = mem.get("usage", 0), mem.get("limit", 0)
+            host = _host_memory()
+            limit = min(limit or host, host)
+            pids = d.get("pids", {}).get("current", 0)
+            print(f"{rec.id[:12]:<14}{rec.name:<24}{cpu:>7.2f}%   {_size(usage) + ' / ' + _size(limit):<24}"
+                  f"{usage / limit * 100 if limit else 0:>6.2f}%   {pids}")
+        if no_stream:
+            return
+        prev, t0 = cur, t1
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -150,9 +150,9 @@ class Store:
         if st.status in ("running", "restarting"):
             supervised = _alive(raw.get("monitor_pid", 0), raw.get("monitor_start", 0))
             init = self.init_state(rec.id)
-            if init is not None and init.get("status") in ("running", "created"):
+            if init is not None and init.get("status") in ("running", "created", "paused"):
                 st.pid = init.get("pid", st.pid)
-                if init.get("status") == "running" and _paused(self, rec.id):
+                if init.get("status") == "paused":
                     st.status = "paused"
                 elif st.status == "restarting":
                     st.status = "running"
@@ -180,7 +180,3 @@ def _alive(pid: int, start: int) -> bool:
         return False
     fields = stat[stat.rfind(")") + 2:].split()
     return fields[0] != "Z" and (not start or fields[19] == str(start))
-
-
-def _paused(store: Store, cid: str) -> bool:
-    return (store.dir(cid) / "paused").exists()
