@@ -192,3 +192,24 @@ def test_exec_pause_stats(capsa):
     capsa("wait", "exec-me")
     res = capsa("exec", "exec-me", "true")
     assert res.returncode != 0 and "is not running" in res.stderr, res.describe()
+
+
+def test_logs_rename_top_prune(capsa):
+    cid = capsa("run", "-d", "--name", "chatty", "busybox", "sh", "-c",
+                "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; sleep 100").stdout.strip()
+    h.wait_for(lambda: "oops" in capsa("logs", "chatty").stderr)
+    res = capsa("logs", "--tail", "2", "chatty")
+    assert (res.stdout, res.stderr) == ("line5\n", "oops\n"), res.describe()
+    stamped = capsa("logs", "-t", "chatty").stdout.splitlines()
+    assert stamped[0].endswith("Z line1") and len(stamped) == 5
+    assert "sleep 100" in capsa("top", "chatty").stdout
+    assert capsa("rename", "chatty", "quiet").returncode == 0
+    assert capsa("inspect", "quiet").returncode == 0 and capsa("inspect", "chatty").returncode != 0
+    # logs -f follows until the container exits.
+    follow = subprocess.Popen([CAPSA, "--root", str(capsa.root), "logs", "-f", "quiet"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert capsa("stop", "-t", "1", "quiet").returncode == 0
+    out, _ = follow.communicate(timeout=20)
+    assert out == "".join(f"line{i}\n" for i in range(1, 6))
+    assert capsa("container", "prune", "-f").returncode == 0
+    assert capsa("inspect", cid).returncode != 0
