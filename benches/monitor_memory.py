@@ -20,6 +20,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def summary(name: str, values: list[tuple[int, int]]) -> dict:
 
 
 def capsa_monitors(n: int, base: Path) -> dict:
-    image = imgs.build_busybox(base / "image")
+    image = imgs.import_busybox(base / "root", base)
     store = Store(base / "root")
     recs = []
     try:
@@ -61,7 +62,13 @@ def capsa_monitors(n: int, base: Path) -> dict:
         values = []
         for rec in recs:
             raw = json.loads((store.dir(rec.id) / "status.json").read_text())
-            values.append(memory_kb(raw["monitor_pid"]))
+            pid = raw["monitor_pid"]
+            # Steady state: the monitor says "ok" just before re-exec'ing into its supervise phase.
+            deadline = time.monotonic() + 10
+            while b"--supervise" not in Path(f"/proc/{pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            values.append(memory_kb(pid))
         return summary("capsa-monitor", values)
     finally:
         for rec in recs:
@@ -70,18 +77,16 @@ def capsa_monitors(n: int, base: Path) -> dict:
 
 def conmon_monitors(n: int, base: Path) -> dict | None:
     """podman run -d with private storage: each container's conmon."""
-    if not shutil.which("podman") or not shutil.which("conmon") and not Path("/usr/bin/conmon").exists() \
-            and not Path("/usr/libexec/podman/conmon").exists():
+    if not shutil.which("podman"):
         return None
     import subprocess
-    rootfs = imgs.build_busybox(base / "pimage")
     tar = base / "rootfs.tar"
-    subprocess.run(["tar", "-C", str(rootfs.layer_dirs[0]), "-cf", str(tar), "."], check=True)
+    tar.write_bytes(imgs.tar_of(imgs.busybox_rootfs(base / "podman-rootfs")))
     conf = base / "containers.conf"
     conf.write_text("[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\n")
     env = dict(os.environ, CONTAINERS_CONF=str(conf))
     podman = ["podman", "--root", str(base / "proot"), "--runroot", str(base / "prun"), "--storage-driver", "overlay",
-              "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+              "--cgroup-manager", "cgroupfs", "--events-backend", "none", "--runtime", "runc"]
     subprocess.run(podman + ["import", str(tar), "localhost/bench-busybox"], check=True, env=env, capture_output=True)
     ids = []
     try:
