@@ -213,3 +213,19 @@ def test_logs_rename_top_prune(capsa):
     assert out == "".join(f"line{i}\n" for i in range(1, 6))
     assert capsa("container", "prune", "-f").returncode == 0
     assert capsa("inspect", cid).returncode != 0
+
+
+def test_exec_it_gives_a_terminal(capsa):
+    capsa("run", "-d", "--name", "tty-host", "busybox", "sleep", "100")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(CAPSA, [CAPSA, "--root", str(capsa.root), "exec", "-it", "tty-host", "sh"])
+    try:
+        out = h.read_pty(master, ["#"], timeout=20)
+        os.write(master, b"[ -t 0 ] && echo EXEC-TTY-$((6*7)); exit 6\n")
+        out += h.read_pty(master, ["EXEC-TTY-42"], timeout=20)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert "EXEC-TTY-42" in out, out
+    assert os.waitstatus_to_exitcode(status) == 6, out

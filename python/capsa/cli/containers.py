@@ -396,12 +396,14 @@ def exec_(container: str = typer.Argument(...), command: List[str] = typer.Argum
     rec = _find(store, container)
     if _running(store, rec).status == "paused":
         raise CapsaError(f"container {rec.name} is paused: unpause it first")
-    if tty:
-        raise CapsaError("exec -t is not supported yet: use exec -i")
     ident = None
     if user is not None:
         i = users.resolve(user, [_P(p) for p in rec.layers])
         ident = f"{i.uid}:{i.gid}"
+    if tty:
+        from capsa.container import terminal
+        raise typer.Exit(terminal.exec_(store, rec, interactive=interactive, args=list(command), env=env or [],
+                                        cwd=workdir, user=ident))
     if not interactive:
         import os
         fd = os.open(os.devnull, os.O_RDONLY)

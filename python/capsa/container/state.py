@@ -132,8 +132,11 @@ class Store:
     def write_status(self, cid: str, **fields) -> None:
         d = self.dir(cid)
         tmp = d / ".status.json.tmp"
-        tmp.write_text(json.dumps(fields))
-        os.replace(tmp, d / "status.json")
+        try:
+            tmp.write_text(json.dumps(fields))
+            os.replace(tmp, d / "status.json")
+        except FileNotFoundError:
+            pass  # removed meanwhile (rm -f from another shell): nothing left to record
 
     def status(self, rec: Record) -> Status:
         path = self.dir(rec.id) / "status.json"

@@ -29,45 +29,59 @@ def _copy_winsize(src: int, dst: int) -> None:
         pass
 
 
-def run(store, rec) -> int:
-    from capsa import _core
+class ConsoleSocket:
+    """A listening console socket in a private temp dir; `master()` waits for the pty master."""
 
-    tmp = tempfile.mkdtemp(prefix="capsa-console-")
-    path = os.path.join(tmp, "console.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-    listener.settimeout(30)
-    got: dict = {}
+    def __init__(self):
+        self._dir = tempfile.mkdtemp(prefix="capsa-console-")
+        self.path = os.path.join(self._dir, "console.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(1)
+        self._listener.settimeout(30)
+        self._got: dict = {}
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
 
-    def receive():
+    def _receive(self):
         try:
-            conn, _ = listener.accept()
+            conn, _ = self._listener.accept()
             with conn:
                 _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
-                got["master"] = fds[0]
+                self._got["master"] = fds[0]
         except OSError as e:
-            got["error"] = e
+            self._got["error"] = e
 
-    t = threading.Thread(target=receive, daemon=True)
-    t.start()
+    def close(self) -> None:
+        self._listener.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.rmdir(self._dir)
+
+    def master(self) -> int:
+        self._thread.join(30)
+        if "master" not in self._got:
+            raise CapsaError(f"no terminal from the container: {self._got.get('error')}")
+        return self._got["master"]
+
+
+def run(store, rec) -> int:
+    """`capsa run -t`: start in this process with a pty, relay until the container exits."""
+    from capsa import _core
+
+    console = ConsoleSocket()
     me = os.getpid()
     store.write_status(rec.id, status="running", pid=0, started_at=lifecycle._now(), monitor_pid=me,
                        monitor_start=lifecycle._proc_start(me))
     try:
-        _core.run(str(store.run_root), rec.id, str(store.dir(rec.id)), console_socket=path, detach=True,
+        _core.run(str(store.run_root), rec.id, str(store.dir(rec.id)), console_socket=console.path, detach=True,
                   overlay=lifecycle.overlay_of(store, rec))
+        master = console.master()
     except _core.ContainerError as e:
         store.write_status(rec.id, status="exited", exit_code=lifecycle._exit_code_of(str(e)), finished_at=lifecycle._now(), error=str(e))
         raise lifecycle.StartError(str(e)) from None
     finally:
-        t.join(30)
-        listener.close()
-        os.unlink(path)
-        os.rmdir(tmp)
-    if "master" not in got:
-        raise CapsaError(f"no terminal from the container: {got.get('error')}")
-    master = got["master"]
+        console.close()
     pid = (store.init_state(rec.id) or {}).get("pid", 0)
     try:
         code = _relay(master, pid, bool(rec.options.get("interactive")))
@@ -79,6 +93,24 @@ def run(store, rec) -> int:
             pass
     store.write_status(rec.id, status="exited", exit_code=code, finished_at=lifecycle._now())
     return code
+
+
+def exec_(store, rec, *, interactive: bool, **exec_args) -> int:
+    """`capsa exec -t`: the process gets a pty; relay until it exits."""
+    from capsa import _core
+
+    console = ConsoleSocket()
+    try:
+        pid = _core.exec(str(store.run_root), rec.id, tty=True, console_socket=console.path, detach=True, **exec_args)
+        master = console.master()
+    except _core.ContainerError as e:
+        raise lifecycle.StartError(str(e)) from None
+    finally:
+        console.close()
+    try:
+        return _relay(master, pid, interactive)
+    finally:
+        os.close(master)
 
 
 def _relay(master: int, pid: int, with_stdin: bool) -> int:
