@@ -229,3 +229,19 @@ def test_exec_it_gives_a_terminal(capsa):
         os.close(master)
     assert "EXEC-TTY-42" in out, out
     assert os.waitstatus_to_exitcode(status) == 6, out
+
+
+def test_cp_both_directions(capsa, tmp_path):
+    capsa("run", "-d", "--name", "cp-box", "busybox", "sh", "-c",
+          "mkdir -p /out/sub && echo inside > /out/sub/f && ln -s /etc/passwd /out/escape && sleep 100")
+    h.wait_for(lambda: capsa("exec", "cp-box", "test", "-L", "/out/escape").returncode == 0)
+    res = capsa("cp", "cp-box:/out", str(tmp_path))
+    assert res.returncode == 0, res.describe()
+    assert (tmp_path / "out" / "sub" / "f").read_text() == "inside\n"
+    assert os.readlink(tmp_path / "out" / "escape") == "/etc/passwd"   # copied as a link, not followed
+    (tmp_path / "in.txt").write_text("from host\n")
+    assert capsa("cp", str(tmp_path / "in.txt"), "cp-box:/tmp").returncode == 0
+    assert capsa("cp", str(tmp_path / "in.txt"), "cp-box:/renamed.txt").returncode == 0
+    assert capsa("exec", "cp-box", "cat", "/tmp/in.txt", "/renamed.txt").stdout == "from host\n" * 2
+    res = capsa("cp", "cp-box:/nope", str(tmp_path))
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.describe()

@@ -504,3 +504,63 @@ def _host_memory() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+@_both("cp")
+def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argument(..., metavar="DEST")):
+    """Copy files between a running container and the host (CONTAINER:PATH on one side).
+
+    The container side is read or written by `tar` running inside the
+    container (its own root, so the container's symlinks cannot lead outside
+    it); the host side is extracted with tarfile's `data` filter, which
+    refuses absolute paths, `..`, and links that leave the destination."""
+    import io
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+    import tempfile
+    from pathlib import Path as _P
+
+    store = _store()
+
+    def split(arg):
+        ref, sep, path = arg.partition(":")
+        return (ref, path) if sep and "/" not in ref and ref else (None, arg)
+
+    (src_ref, src_path), (dst_ref, dst_path) = split(source), split(dest)
+    if (src_ref is None) == (dst_ref is None):
+        raise CapsaError("cp copies between a container and the host: give CONTAINER:PATH as exactly one side")
+    ref = src_ref or dst_ref
+    rec = _find(store, ref)
+    _running(store, rec)
+    argv0 = [sys.executable, "-m", "capsa.cli", "--root", str(store.root), "exec", "-i", rec.id]
+    if src_ref:
+        inner = _P("/") / src_path
+        res = subprocess.run(argv0 + ["tar", "-C", str(inner.parent), "-cf", "-", inner.name], capture_output=True)
+        if res.returncode != 0:
+            raise CapsaError(f"cannot copy {source}: {res.stderr.decode(errors='replace').strip() or 'tar failed'}")
+        target = _P(dst_path)
+        final = target / inner.name if target.is_dir() else target
+        with tempfile.TemporaryDirectory(dir=final.parent if final.parent.exists() else None) as tmp:
+            try:
+                with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tf:
+                    tf.extractall(tmp, filter="tar")
+            except tarfile.TarError as e:
+                raise CapsaError(f"cannot copy {source}: {e}") from None
+            if final.exists() and final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(os.path.join(tmp, inner.name), final)
+        return
+    src = _P(src_path)
+    if not src.exists() and not src.is_symlink():
+        raise CapsaError(f"cannot copy {src_path}: no such file or directory")
+    inner = _P("/") / dst_path
+    is_dir = subprocess.run(argv0 + ["test", "-d", str(inner)], capture_output=True).returncode == 0
+    into, name = (inner, src.name) if is_dir else (inner.parent, inner.name)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(str(src), arcname=name)
+    res = subprocess.run(argv0 + ["tar", "-C", str(into), "-xf", "-"], input=buf.getvalue(), capture_output=True)
+    if res.returncode != 0:
+        raise CapsaError(f"cannot copy to {dest}: {res.stderr.decode(errors='replace').strip() or 'tar failed'}")
