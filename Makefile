@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev \
                 libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils zstd
 
-.PHONY: all setup apt venv build cargo-test pytest test demo bench clean
+.PHONY: all setup apt venv build cargo-test pytest test demo bench bench-exec clean
 
 all: build
 
@@ -31,6 +31,8 @@ venv: $(PY)
 # The extension in release mode, installed into the venv with the console scripts.
 build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+	@# The container monitor is a native binary (maturin builds only the extension); capsa finds it on PATH or next to python.
+	cargo build --release -q -p capsa-monitor && install -m 755 target/release/capsa-monitor $(VENV)/bin/capsa-monitor
 	@# Bytecode ahead of time: start-up cost matters and PYTHONDONTWRITEBYTECODE may be set.
 	$(PY) -m compileall -q python/capsa
 
@@ -57,6 +59,8 @@ bench: setup
 .PHONY: bench-extract
 bench-extract: setup
 	$(PY) benches/extract.py --runs 10
+bench-exec: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/exec_latency.py --runs 50
 
 clean:
 	rm -rf $(VENV) target
@@ -65,3 +69,13 @@ clean:
 .PHONY: bench-pull
 bench-pull: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/pull.py
+
+# capsa run --rm IMAGE true vs podman run --rm --network none IMAGE true (runc, private storage), same image.
+.PHONY: bench-run
+bench-run: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/run_latency.py --runs 30
+
+# Resident memory of capsa-monitor per detached container (and of podman's conmon, side by side).
+.PHONY: bench-monitor
+bench-monitor: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/monitor_memory.py --containers 10

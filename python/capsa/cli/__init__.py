@@ -73,6 +73,7 @@ def fail(message: str, code: int = 1) -> None:
 # One line per command module.
 COMMAND_MODULES = (
     "capsa.cli.images",
+    "capsa.cli.containers",
 )
 
 

@@ -22,6 +22,9 @@ pub struct CreateOptions {
     /// Leave out the exec fifo: the caller starts the init itself through
     /// the returned sync socket (run, and in-process callers).
     pub start_in_process: bool,
+    /// Mount this overlay on the bundle's rootfs dir inside the container
+    /// (lowers bottom first); its symlinks, if needed, go next to `upper`.
+    pub rootfs_overlay: Option<crate::overlay::Overlay>,
 }
 
 pub struct Created {
@@ -62,6 +65,10 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }
     let spec = load_spec(&bundle)?;
     let mut plan = Plan::new(&spec, &bundle, opts.no_pivot)?;
+    if let Some(ov) = &opts.rootfs_overlay {
+        let links = ov.upper.parent().unwrap_or(Path::new("/")).join("lower-links");
+        plan.overlay = Some(ov.plan(&links)?);
+    }
     let linux = spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), id, opts.systemd_cgroup)?;
 
@@ -233,6 +240,10 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     if unsafe { libc::kill(st.pid, signal) } != 0 {
         return Err(Error::sys("kill", format!("container {id} init {}", st.pid), nix::errno::Errno::last()));
     }
+    // A frozen (v1) task dies only once thawed.
+    if signal == libc::SIGKILL && st.cgroup.frozen() {
+        st.cgroup.thaw()?;
+    }
     Ok(())
 }
 
@@ -252,7 +263,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         }
     };
     match st.status(root) {
-        Status::Running if !force => {
+        Status::Running | Status::Paused if !force => {
             return Err(Error::msg(format!("cannot delete container {id}: it is running (stop it first, or use --force)")));
         }
         Status::Stopped => {}
@@ -272,6 +283,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 fn stop_all(st: &State) {
     let deadline = Instant::now() + Duration::from_secs(10);
     unsafe { libc::kill(st.pid, libc::SIGKILL) };
+    if st.cgroup.frozen() {
+        let _ = st.cgroup.thaw(); // frozen tasks die only once thawed
+    }
     loop {
         unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
         let pids = st.cgroup.pids();

@@ -5,11 +5,14 @@
 pub mod caps;
 pub mod cgroups;
 pub mod container;
+pub mod control;
 pub mod error;
+pub mod exec;
 pub mod failure;
 pub mod init;
 pub mod layers;
 pub mod mounts;
+pub mod overlay;
 pub mod plan;
 pub mod rootpath;
 pub mod spawn;

@@ -47,6 +47,8 @@ pub struct ProcessPlan {
 #[derive(Debug)]
 pub struct Plan {
     pub rootfs: CString,
+    /// A copy-on-write root the child mounts on `rootfs` first (set by create's caller).
+    pub overlay: Option<crate::overlay::OverlayPlan>,
     pub rootfs_path: PathBuf,
     pub readonly_root: bool,
     pub no_pivot: bool,
@@ -210,6 +212,7 @@ impl Plan {
 
         Ok(Plan {
             rootfs: cstring(&rootfs_path.to_string_lossy()),
+            overlay: None,
             rootfs_path,
             readonly_root: root.readonly().unwrap_or(false),
             no_pivot,
@@ -279,7 +282,7 @@ fn has(new: u64, join: &[(i32, PathBuf)], flag: i32) -> bool {
     new & flag as u64 != 0 || join.iter().any(|(t, _)| *t == flag)
 }
 
-fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
+pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
     let p = spec.process().as_ref().ok_or_else(|| Error::msg("config.json has no process"))?;
     let args: Vec<String> = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {

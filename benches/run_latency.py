@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""`capsa run --rm IMAGE true` vs `podman run --rm --network none IMAGE true`.
+
+The same busybox rootfs tarball is imported into a private capsa store and
+into podman's private storage (overlay driver, runc, cgroupfs, no events,
+a private containers.conf with `default_ulimits = []` because root here
+lacks CAP_SYS_RESOURCE). Each sample is one whole CLI process, timed around
+subprocess.run; the two are interleaved round by round. Prints medians and
+the ratio capsa/podman (target: at most 0.5).
+
+Usage (root):  .venv/bin/python benches/run_latency.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import image_fixtures as imgs  # noqa: E402
+
+CAPSA = str(Path(sys.executable).parent / "capsa")
+
+
+def timed(argv, env=None) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    took = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{r.stderr.decode()}")
+    return took
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=30)
+    args = p.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="capsa-bench-run-"))
+    os.chmod(base, 0o755)
+    try:
+        rootfs = imgs.busybox_rootfs(base / "rootfs")
+        tar = base / "busybox.tar"
+        tar.write_bytes(imgs.tar_of(rootfs))
+        root = base / "capsa"
+        subprocess.run([CAPSA, "--root", str(root), "import", str(tar), "bench-busybox"], check=True,
+                       stdout=subprocess.DEVNULL)
+        conf = base / "containers.conf"
+        conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n')
+        env = dict(os.environ, CONTAINERS_CONF=str(conf))
+        podman = ["podman", "--root", str(base / "proot"), "--runroot", str(base / "prun"), "--storage-driver", "overlay",
+                  "--cgroup-manager", "cgroupfs", "--events-backend", "none", "--runtime", "runc"]
+        subprocess.run(podman + ["import", str(tar), "localhost/bench-busybox"], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmds = {
+            "capsa": ([CAPSA, "--root", str(root), "run", "--rm", "bench-busybox", "true"], None),
+            "podman": (podman + ["run", "--rm", "--network", "none", "localhost/bench-busybox", "true"], env),
+        }
+        samples: dict[str, list[float]] = {k: [] for k in cmds}
+        for _ in range(3):  # warm-up
+            for argv, e in cmds.values():
+                timed(argv, e)
+        for _ in range(args.runs):
+            for name, (argv, e) in cmds.items():
+                samples[name].append(timed(argv, e))
+        subprocess.run(podman + ["system", "reset", "-f"], env=env, capture_output=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"{'command':<8}{'median':>10}{'mean':>10}{'min':>10}   ({args.runs} runs each, interleaved)")
+    for name, s in samples.items():
+        print(f"{name:<8}{statistics.median(s) * 1000:>8.1f}ms{statistics.mean(s) * 1000:>8.1f}ms{min(s) * 1000:>8.1f}ms")
+    ratio = statistics.median(samples["capsa"]) / statistics.median(samples["podman"])
+    print(f"capsa/podman median ratio: {ratio:.2f} (target <= 0.50)")
+    print("commands: capsa --root R run --rm bench-busybox true | "
+          "podman --root .. --runroot .. --runtime runc run --rm --network none localhost/bench-busybox true")
+
+
+if __name__ == "__main__":
+    main()

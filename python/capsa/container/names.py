@@ -1,0 +1,57 @@
+"""Container ids and names: a random 64-hex id (shown as its first 12), and
+a random adjective_noun name as Docker gives one when --name is not set."""
+
+from __future__ import annotations
+
+import os
+import re
+
+ADJECTIVES = (
+    "admiring adoring agitated amazing angry awesome blissful bold boring brave busy charming clever "
+    "compassionate competent confident cool cranky crazy dazzling determined distracted dreamy eager "
+    "ecstatic elastic elated elegant eloquent epic exciting fervent festive flamboyant focused friendly "
+    "frosty funny gallant gifted goofy gracious great happy hardcore heuristic hopeful hungry infallible "
+    "inspiring intelligent interesting jolly jovial keen kind laughing loving lucid magical modest musing "
+    "mystifying naughty nervous nice nifty nostalgic objective optimistic peaceful pedantic pensive "
+    "practical priceless quirky quizzical relaxed reverent romantic sad serene sharp silly sleepy stoic "
+    "strange stupefied suspicious sweet tender thirsty trusting unruffled upbeat vibrant vigilant "
+    "vigorous wizardly wonderful xenodochial youthful zealous zen"
+).split()
+
+NOUNS = (
+    "agnesi albattani allen almeida archimedes ardinghelli aryabhata austin babbage banach bardeen "
+    "bartik bassi beaver bell bhabha bhaskara black blackburn blackwell bohr booth borg bose boyd "
+    "brahmagupta brattain brown buck burnell cannon carson cartwright cerf chandrasekhar chaplygin "
+    "chatelet chatterjee chebyshev clarke colden cori cray curie darwin davinci dewdney dhawan diffie "
+    "dijkstra dirac driscoll dubinsky easley edison einstein elbakyan elgamal elion ellis engelbart "
+    "euclid euler faraday feistel fermat fermi feynman franklin gagarin galileo galois ganguly gates "
+    "gauss germain goldberg goldstine goldwasser golick goodall gould greider grothendieck haibt hamilton "
+    "haslett hawking heisenberg hellman hermann herschel hertz heyrovsky hodgkin hofstadter hoover "
+    "hopper hugle hypatia jackson jang jemison jennings jepsen johnson joliot jones kalam kapitsa "
+    "kare keldysh keller kepler khayyam khorana kilby kirch knuth kowalevski lalande lamarr lamport "
+    "leakey leavitt lederberg lehmann lewin lichterman liskov lovelace lumiere mahavira margulis "
+    "matsumoto maxwell mayer mccarthy mcclintock mclaren mclean mcnulty meitner mendel mendeleev "
+    "merkle mestorf mirzakhani montalcini moore morse moser murdock napier nash neumann newton "
+    "nightingale nobel noether northcutt noyce panini pare pascal pasteur payne perlman pike poincare "
+    "poitras proskuriakova ptolemy raman ramanujan rhodes ride ritchie robinson roentgen rosalind "
+    "rubin saha sammet sanderson satoshi shamir shannon shaw shirley shockley shtern sinoussi snyder "
+    "solomon spence stonebraker sutherland swanson swartz swirles taussig tesla tharp thompson "
+    "torvalds tu turing varahamihira vaughan villani visvesvaraya volhard wescoff wilbur wiles "
+    "williams williamson wilson wing wozniak wright wu yalow yonath zhukovsky"
+).split()
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+def random_name() -> str:
+    a, n = os.urandom(2)
+    return f"{ADJECTIVES[a % len(ADJECTIVES)]}_{NOUNS[n % len(NOUNS)]}"
+
+
+def valid_name(name: str) -> bool:
+    """Docker's rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
+    return bool(_NAME.match(name)) and len(name) <= 128

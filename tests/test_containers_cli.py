@@ -1,0 +1,247 @@
+"""`capsa run` and the container commands, as a user types them: real
+containers from the busybox image in a real store, through .venv/bin/capsa."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import helpers as h
+import image_fixtures as imgs
+from capsa.container import lifecycle
+from capsa.container.state import Store
+
+CAPSA = str(Path(sys.executable).parent / "capsa")
+
+
+@pytest.fixture(scope="session")
+def cli_root(base_dir):
+    root = base_dir / "capsa-cli-root"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    imgs.import_busybox(root, base_dir / "cli-image")
+    return root
+
+
+@pytest.fixture
+def capsa(cli_root):
+    """Run `capsa --root R ...`; afterwards every container of the test is removed and nothing may be left."""
+    store = Store(cli_root)
+    before = {r.id for r in store.all()}
+
+    def run(*args, timeout=60, input=None):
+        return h.run_cmd([CAPSA, "--root", str(cli_root), *args], timeout=timeout, input=input)
+
+    run.root = cli_root
+    run.store = store
+    yield run
+    problems = []
+    for rec in store.all():
+        if rec.id not in before:
+            lifecycle.remove(store, rec, force=True)
+    for d in (cli_root / "containers").glob("*") if (cli_root / "containers").exists() else []:
+        if d.name not in before:
+            problems.append(f"container dir left: {d}")
+    for line in h.mounts_containing(str(cli_root)):
+        problems.append(f"host mount left: {line}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _new_ids(capsa, before: set[str]) -> list[str]:
+    return [r.id for r in capsa.store.all() if r.id not in before]
+
+
+def test_run_prints_and_removes(capsa):
+    before = {r.id for r in capsa.store.all()}
+    res = capsa("run", "--rm", "busybox", "echo", "hello")
+    assert (res.returncode, res.stdout) == (0, "hello\n"), res.describe()
+    assert _new_ids(capsa, before) == []
+
+
+def test_exit_code_and_default_cmd(capsa):
+    res = capsa("run", "--rm", "busybox", "sh", "-c", "exit 3")
+    assert res.returncode == 3, res.describe()
+    res = capsa("run", "--rm", "-i", "busybox", input="echo from-stdin\n")
+    assert (res.returncode, res.stdout) == (0, "from-stdin\n"), res.describe()
+
+
+def test_unknown_command_exits_127(capsa):
+    before = {r.id for r in capsa.store.all()}
+    res = capsa("run", "busybox", "no-such-command")
+    assert res.returncode == 127, res.describe()
+    assert "executable file not found in $PATH" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert _new_ids(capsa, before) == []
+
+
+def test_unknown_image_is_one_line(capsa):
+    res = capsa("run", "--rm", "127.0.0.1:1/nothing:here", "true")
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.describe()
+    assert res.stderr.strip().splitlines()[-1].startswith("capsa: error:")
+
+
+def test_detached_lifecycle(capsa):
+    res = capsa("run", "-d", "--name", "lc-web", "busybox", "sh", "-c",
+                "trap 'echo bye; exit 0' TERM; echo started; while true; do sleep 0.1; done")
+    assert res.returncode == 0, res.describe()
+    cid = res.stdout.strip()
+    assert len(cid) == 64
+    h.wait_for(lambda: "started" in capsa("logs", "lc-web").stdout)
+    ps = capsa("ps")
+    assert ps.stdout.splitlines()[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    line = next(l for l in ps.stdout.splitlines() if l.startswith(cid[:12]))
+    assert "Up " in line and line.endswith("lc-web") and "busybox" in line
+    info = json.loads(capsa("inspect", cid[:8]).stdout)[0]
+    assert info["Name"] == "/lc-web" and info["State"]["Running"] and info["State"]["Pid"] > 0
+    assert info["GraphDriver"]["Data"]["UpperDir"].endswith("/upper")
+    assert capsa("rm", "lc-web").returncode != 0            # running, no -f
+    assert capsa("stop", "-t", "5", "lc-web").returncode == 0
+    assert capsa("wait", "lc-web").stdout.strip() == "0"
+    assert capsa("logs", "lc-web").stdout == "started\nbye\n"
+    assert "Exited (0)" in capsa("ps", "-a", "--filter", "name=lc-web").stdout
+    assert "lc-web" not in capsa("ps").stdout
+    assert capsa("start", "lc-web").returncode == 0
+    h.wait_for(lambda: capsa("logs", "lc-web").stdout.count("started") == 2)
+    assert capsa("rm", "-f", "lc-web").returncode == 0
+    assert capsa("inspect", "lc-web").returncode != 0
+
+
+def test_name_in_use(capsa):
+    assert capsa("create", "--name", "dup-name", "busybox", "true").returncode == 0
+    res = capsa("run", "--name", "dup-name", "busybox", "true")
+    assert res.returncode != 0 and "already in use" in res.stderr, res.describe()
+
+
+def test_kill_and_exit_code(capsa):
+    cid = capsa("run", "-d", "busybox", "sleep", "100").stdout.strip()
+    assert capsa("kill", "-s", "KILL", cid[:12]).returncode == 0
+    assert capsa("wait", cid).stdout.strip() == "137"
+
+
+def test_twenty_concurrent_detached_runs(capsa):
+    before = {r.id for r in capsa.store.all()}
+    procs = [subprocess.Popen([CAPSA, "--root", str(capsa.root), "run", "-d", "busybox", "sleep", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(20)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ids = {o[0].strip() for o in outs}
+    listed = set(capsa("ps", "-q", "--no-trunc").stdout.split())
+    assert ids <= listed and len(ids) == 20
+    running = [r for r in capsa.store.all() if r.id in ids and capsa.store.status(r).status == "running"]
+    assert len(running) == 20
+    assert capsa("rm", "-f", *ids, timeout=120).returncode == 0
+    assert _new_ids(capsa, before) == []
+
+
+def test_restart_policy_via_cli(capsa):
+    cid = capsa("run", "-d", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo x; exit 1").stdout.strip()
+    h.wait_for(lambda: json.loads(capsa("inspect", cid).stdout)[0]["RestartCount"] == 2
+               and json.loads(capsa("inspect", cid).stdout)[0]["State"]["Status"] == "exited", timeout=20)
+    assert capsa("logs", cid).stdout == "x\n" * 3
+
+
+def test_rmi_refuses_an_image_in_use(capsa):
+    assert capsa("create", "--name", "uses-image", "busybox", "true").returncode == 0
+    res = capsa("rmi", "busybox")
+    assert res.returncode != 0, res.describe()
+    assert capsa("rm", "uses-image").returncode == 0
+
+
+def test_it_gives_a_terminal(capsa):
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(CAPSA, [CAPSA, "--root", str(capsa.root), "run", "-it", "--rm", "busybox", "sh"])
+    try:
+        out = h.read_pty(master, ["#"], timeout=20)
+        os.write(master, b"[ -t 0 ] && echo TTY-$((6*7)); stty size; exit 5\n")
+        out += h.read_pty(master, ["TTY-42"], timeout=20)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert "TTY-42" in out, out
+    assert os.waitstatus_to_exitcode(status) == 5, out
+
+
+def test_exec_pause_stats(capsa):
+    cid = capsa("run", "-d", "--name", "exec-me", "-m", "64m", "busybox", "sh", "-c",
+                "echo file-content > /made-here; sleep 100").stdout.strip()
+    h.wait_for(lambda: capsa("exec", "exec-me", "cat", "/made-here").stdout == "file-content\n", timeout=10)
+    res = capsa("exec", "-u", "app", "-w", "/tmp", "-e", "X=1", "exec-me", "sh", "-c", "id -u; pwd; echo $X; exit 4")
+    assert (res.returncode, res.stdout) == (4, "1234\n/tmp\n1\n"), res.describe()
+    assert capsa("exec", "-i", "exec-me", "cat", input="piped\n").stdout == "piped\n"
+    res = capsa("exec", "exec-me", "no-such-thing")
+    assert res.returncode == 127 and "executable file not found" in res.stderr, res.describe()
+    assert capsa("pause", "exec-me").returncode == 0
+    assert "(Paused)" in capsa("ps").stdout
+    assert json.loads(capsa("inspect", "exec-me").stdout)[0]["State"]["Paused"]
+    assert capsa("unpause", "exec-me").returncode == 0
+    st = capsa("stats", "--no-stream", "exec-me")
+    assert st.returncode == 0, st.describe()
+    row = st.stdout.splitlines()[1]
+    assert row.startswith(cid[:12]) and "/ 64MiB" in row and row.split()[-1] == "1"   # sh execs its last command
+    assert capsa("kill", "exec-me").returncode == 0
+    capsa("wait", "exec-me")
+    res = capsa("exec", "exec-me", "true")
+    assert res.returncode != 0 and "is not running" in res.stderr, res.describe()
+
+
+def test_logs_rename_top_prune(capsa):
+    cid = capsa("run", "-d", "--name", "chatty", "busybox", "sh", "-c",
+                "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; sleep 100").stdout.strip()
+    h.wait_for(lambda: "oops" in capsa("logs", "chatty").stderr)
+    res = capsa("logs", "--tail", "2", "chatty")
+    assert (res.stdout, res.stderr) == ("line5\n", "oops\n"), res.describe()
+    stamped = capsa("logs", "-t", "chatty").stdout.splitlines()
+    assert stamped[0].endswith("Z line1") and len(stamped) == 5
+    assert "sleep 100" in capsa("top", "chatty").stdout
+    assert capsa("rename", "chatty", "quiet").returncode == 0
+    assert capsa("inspect", "quiet").returncode == 0 and capsa("inspect", "chatty").returncode != 0
+    # logs -f follows until the container exits.
+    follow = subprocess.Popen([CAPSA, "--root", str(capsa.root), "logs", "-f", "quiet"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert capsa("stop", "-t", "1", "quiet").returncode == 0
+    out, _ = follow.communicate(timeout=20)
+    assert out == "".join(f"line{i}\n" for i in range(1, 6))
+    assert capsa("container", "prune", "-f").returncode == 0
+    assert capsa("inspect", cid).returncode != 0
+
+
+def test_exec_it_gives_a_terminal(capsa):
+    capsa("run", "-d", "--name", "tty-host", "busybox", "sleep", "100")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(CAPSA, [CAPSA, "--root", str(capsa.root), "exec", "-it", "tty-host", "sh"])
+    try:
+        out = h.read_pty(master, ["#"], timeout=20)
+        os.write(master, b"[ -t 0 ] && echo EXEC-TTY-$((6*7)); exit 6\n")
+        out += h.read_pty(master, ["EXEC-TTY-42"], timeout=20)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert "EXEC-TTY-42" in out, out
+    assert os.waitstatus_to_exitcode(status) == 6, out
+
+
+def test_cp_both_directions(capsa, tmp_path):
+    capsa("run", "-d", "--name", "cp-box", "busybox", "sh", "-c",
+          "mkdir -p /out/sub && echo inside > /out/sub/f && ln -s /etc/passwd /out/escape && sleep 100")
+    h.wait_for(lambda: capsa("exec", "cp-box", "test", "-L", "/out/escape").returncode == 0)
+    res = capsa("cp", "cp-box:/out", str(tmp_path))
+    assert res.returncode == 0, res.describe()
+    assert (tmp_path / "out" / "sub" / "f").read_text() == "inside\n"
+    assert os.readlink(tmp_path / "out" / "escape") == "/etc/passwd"   # copied as a link, not followed
+    (tmp_path / "in.txt").write_text("from host\n")
+    assert capsa("cp", str(tmp_path / "in.txt"), "cp-box:/tmp").returncode == 0
+    assert capsa("cp", str(tmp_path / "in.txt"), "cp-box:/renamed.txt").returncode == 0
+    assert capsa("exec", "cp-box", "cat", "/tmp/in.txt", "/renamed.txt").stdout == "from host\n" * 2
+    res = capsa("cp", "cp-box:/nope", str(tmp_path))
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.describe()
