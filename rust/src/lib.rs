@@ -185,7 +185,7 @@ fn exec(
     detach: bool,
     forward_signals: bool,
 ) -> PyResult<i32> {
-    let opts = ExecOptions { console_socket, pid_file, preserve_fds };
+    let opts = ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
         let to_run = match (process_json, process_file) {
@@ -196,11 +196,14 @@ fn exec(
             }
             (None, None) => ToRun::Overrides(Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty }),
         };
-        let pid = exec_mod::exec(&root, &id, &to_run, &opts)?;
+        let started = exec_mod::exec(&root, &id, &to_run, &opts)?;
+        let pid = started.pid;
         if detach {
             return Ok(pid);
         }
-        if forward_signals {
+        if let Some(master) = started.terminal {
+            capsa_core::tty::relay(master, pid)
+        } else if forward_signals {
             container::wait_forwarding_signals(pid)
         } else {
             wait_running_python_handlers(pid, &mut interrupted)
