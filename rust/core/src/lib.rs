@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod failure;
 pub mod init;
+pub mod layers;
 pub mod mounts;
 pub mod plan;
 pub mod rootpath;
