@@ -218,7 +218,7 @@ def test_overlay_dest_must_not_exist_and_flatten_dest_must(work):
     assert issubclass(_core.LayerError, CapsaError)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt", "garbage", "truncated_zstd"])
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "garbage", "truncated_zstd", "truncated_tar", "empty"])
 def test_broken_blob_raises_and_leaves_nothing(work, damage):
     raw = tar_bytes([d("a"), f("a/big", BIG), f("a/after")])
     if damage == "truncated":
@@ -230,6 +230,10 @@ def test_broken_blob_raises_and_leaves_nothing(work, damage):
         data = bytes(data)
     elif damage == "garbage":
         data = os.urandom(4096)
+    elif damage == "truncated_tar":
+        data = raw[:700_000]
+    elif damage == "empty":
+        data = b""
     else:
         data = zstandard.ZstdCompressor().compress(raw)[: 100_000]
     blob = work / "blob"
@@ -238,7 +242,54 @@ def test_broken_blob_raises_and_leaves_nothing(work, damage):
         _core.extract_layer(str(blob), str(work / "out"))
     msg = str(exc.value)
     assert "\n" not in msg and str(blob) in msg
+    expected = {"truncated": "gzip decompression", "corrupt": "gzip decompression", "garbage": "not a gzip, zstd or tar",
+                "truncated_zstd": "zstd decompression", "truncated_tar": "read tar", "empty": "empty"}[damage]
+    assert expected in msg, msg
     assert sorted(p.name for p in work.iterdir()) == ["blob"], "no target and no scratch dir left"
+
+
+def test_long_names_and_link_targets(work):
+    """PAX and GNU long names and link targets (over the 100-byte header fields)."""
+    name = "d/" + "n" * 150
+    target = "t" * 180
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        out = work / f"out{fmt}"
+        blob = write_blob(work, tar_bytes([f(name, b"x"), sym("s" * 120, target), hard("h" * 130, name)], fmt=fmt),
+                          name=f"b{fmt}")
+        _core.extract_layer(str(blob), str(out))
+        assert (out / name).read_bytes() == b"x"
+        assert os.readlink(out / ("s" * 120)) == target
+        assert os.lstat(out / ("h" * 130)).st_ino == os.lstat(out / name).st_ino
+
+
+def test_extraction_releases_the_gil(work):
+    """A Python thread keeps running while a layer extracts: no pause in it
+    covers most of the call (with the GIL held, one pause would cover all of it)."""
+    import threading
+    import time
+    blob = write_blob(work, tar_bytes([f(f"f{i}", BIG[:300_000]) for i in range(100)]), "none")
+    pauses = []  # (start, end) of every stretch over 5 ms in which the thread did not run
+    stop = threading.Event()
+
+    def spin():
+        last = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now - last > 0.005:
+                pauses.append((last, now))
+            last = now
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        _core.extract_layer(str(blob), str(work / "out"))
+        t1 = time.monotonic()
+    finally:
+        stop.set()
+        t.join()
+    longest = max((min(b, t1) - max(a, t0) for a, b in pauses), default=0.0)
+    assert longest < 0.5 * (t1 - t0), f"the thread stood still {longest:.3f} s of a {t1 - t0:.3f} s extraction"
 
 
 def test_error_names_entry_step_and_errno(work):

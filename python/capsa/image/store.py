@@ -175,7 +175,7 @@ class Store:
         root = db.store_root(root)
         for d in ("blobs/sha256", "layers", "tmp", "locks"):
             (root / d).mkdir(parents=True, exist_ok=True)
-        conn = _connect(root)
+        conn = db.connect(root)
         conn.executescript(SCHEMA)
         store = cls(root, conn)
         store.sweep()
@@ -302,7 +302,7 @@ class Store:
         until an image commits). Safe to call from several threads and
         processes for one layer: it is extracted once. Call inside writing()."""
         dest = self.layer_dir(chain_id)
-        conn = _connect(self.root)          # per call: this runs on worker threads
+        conn = db.connect(self.root)          # per call: this runs on worker threads
         try:
             record = _layer_record(conn, chain_id)
             if record and dest.is_dir():
@@ -586,19 +586,6 @@ class Store:
         for entry in os.scandir(self.layers):
             if entry.name not in recorded:
                 _remove_tree(Path(entry.path), self.tmp)
-
-
-def _connect(root: Path):
-    """db.connect, retried: switching a new database to WAL fails at once with
-    "database is locked" (no busy wait) when another process does it too."""
-    import sqlite3
-    for attempt in range(100):
-        try:
-            return db.connect(root)
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or attempt == 99:
-                raise
-            time.sleep(0.05)
 
 
 def _layer_record(conn, chain_id: str) -> LayerRecord | None:

@@ -134,13 +134,14 @@ fn produce(
     loop {
         let mut chunk = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         chunk.clear();
-        match fill(&mut tar, &mut chunk) {
-            Ok(()) => {}
-            Err(e) => {
-                let kind = e.kind();
-                let _ = tx.send(Err(e));
-                return Err(io::Error::new(kind, "decompression failed"));
+        if let Err(e) = fill(&mut tar, &mut chunk) {
+            // What inflated before the damage is passed on, so the error is placed where it happened.
+            let kind = e.kind();
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(chunk));
             }
+            let _ = tx.send(Err(e));
+            return Err(io::Error::new(kind, "decompression failed"));
         }
         if chunk.is_empty() {
             break;

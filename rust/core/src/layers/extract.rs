@@ -2,7 +2,7 @@
 //! headers; every file is made here through `Root`, so the entry names and
 //! link targets decide nothing about where writes land.
 
-use super::decompress::{Digests, Stream};
+use super::decompress::{Compression, Digests, Stream};
 use super::root::{self, Parent, Root};
 use super::safe_path::{display, normalise, split};
 use super::whiteout::{classify, Whiteout, OVERLAY_OPAQUE_XATTR};
@@ -23,10 +23,25 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 const COPY_BUF: usize = 256 << 10;
+const BEFORE_FIRST: &str = "before the first entry";
+
+/// An error's text on one short line (a garbage header can put anything in it).
+fn one_line(err: &io::Error) -> String {
+    let text = display(err.to_string().as_bytes());
+    match text.char_indices().nth(160) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
 
 /// Applies the layer in `blob` to the existing directory `dir`.
 pub fn apply(blob: &Path, dir: &Path, mode: Mode) -> Result<Summary> {
     let root = Root::open(dir).map_err(|e| Error::sys("open layer directory", dir, e))?;
+    match std::fs::metadata(blob) {
+        Ok(m) if m.len() == 0 => return Err(Error::msg(format!("extract {}: the blob is empty, not a layer", blob.display()))),
+        Ok(_) => {}
+        Err(e) => return Err(Error::io("open layer blob", blob, e)),
+    }
     let mut stream = Stream::open(blob).map_err(|e| Error::io("open layer blob", blob, e))?;
     let compression = stream.compression;
     let mut layer = Layer::new(root, mode);
@@ -38,23 +53,32 @@ pub fn apply(blob: &Path, dir: &Path, mode: Mode) -> Result<Summary> {
     match outcome {
         Ok(()) => {}
         Err(Failed::Entry { path, step, errno }) => return Err(fail(&path, format!("{step}: {}", errno_text(errno)))),
-        Err(Failed::Read { after, err }) => {
-            let why = stream.failure().map(str::to_owned).unwrap_or_else(|| format!("read tar: {err}"));
-            let at = if after.is_empty() { "the first".into() } else { format!("after {}", display(&after)) };
-            return Err(Error::msg(format!("extract {}: {why} (at the entry {at})", blob.display())));
+        Err(Failed::Read { place, err }) => {
+            // A damaged gzip inflates to garbage before its checksum fails: the
+            // tar error is then a symptom, and the decompressor's the cause.
+            if stream.failure().is_none() {
+                let _ = io::copy(&mut stream, &mut io::sink());
+            }
+            let why = match stream.failure() {
+                Some(why) => why.to_owned(),
+                // The parser's words about a random header would only be noise.
+                None if place == BEFORE_FIRST && compression == Compression::None => "not a gzip, zstd or tar blob".to_owned(),
+                None => format!("read tar: {}", one_line(&err)),
+            };
+            return Err(Error::msg(format!("extract {}: {why} ({place})", blob.display())));
         }
     }
     let Digests { diff_id, blob_digest, bytes } = match stream.finish() {
         Ok(d) => d,
-        Err(e) => return Err(Error::msg(format!("extract {}: read to the end: {e}", blob.display()))),
+        Err(e) => return Err(Error::msg(format!("extract {}: read to the end: {}", blob.display(), one_line(&e)))),
     };
     layer.set_dir_times();
     Ok(Summary { diff_id, blob_digest, entries: layer.entries, bytes, compression })
 }
 
 enum Failed {
-    /// The stream could not be read or parsed (`after`: the last good entry).
-    Read { after: Vec<u8>, err: io::Error },
+    /// The stream could not be read or parsed; `place` says where, for people.
+    Read { place: String, err: io::Error },
     /// A step of applying one entry failed.
     Entry { path: Vec<u8>, step: String, errno: Errno },
 }
@@ -114,17 +138,21 @@ impl Layer {
     }
 
     fn apply_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Step<()> {
-        let mut last: Vec<u8> = Vec::new();
-        let entries = archive.entries().map_err(|err| Failed::Read { after: Vec::new(), err })?;
+        let mut last: Option<Vec<u8>> = None;
+        let between = |last: &Option<Vec<u8>>| match last {
+            None => BEFORE_FIRST.to_owned(),
+            Some(p) => format!("after entry {}", display(p)),
+        };
+        let entries = archive.entries().map_err(|err| Failed::Read { place: between(&last), err })?;
         for entry in entries {
-            let mut entry = entry.map_err(|err| Failed::Read { after: last.clone(), err })?;
+            let mut entry = entry.map_err(|err| Failed::Read { place: between(&last), err })?;
             let raw = entry.path_bytes().into_owned();
             self.apply_entry(&mut entry, &raw).map_err(|f| match f {
-                // An io error while copying data is the stream's (decompression or truncation).
-                Failed::Read { err, .. } => Failed::Read { after: last.clone(), err },
+                // An io error while reading an entry's data is the stream's (decompression or truncation).
+                Failed::Read { err, .. } => Failed::Read { place: format!("in entry {}", display(&raw)), err },
                 f => f,
             })?;
-            last = raw;
+            last = Some(raw);
         }
         Ok(())
     }
@@ -136,7 +164,7 @@ impl Layer {
             return Ok(());
         }
         let rel = normalise(raw);
-        let meta = read_meta(entry).map_err(|err| Failed::Read { after: Vec::new(), err })?;
+        let meta = read_meta(entry).map_err(|err| Failed::Read { place: String::new(), err })?;
         let Some((dir, name)) = split(&rel) else {
             if kind != EntryType::Directory {
                 return Err(at.err("replace the layer root with a non-directory", Errno::EISDIR));
@@ -247,7 +275,7 @@ impl Layer {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(Failed::Read { after: Vec::new(), err }),
+                Err(err) => return Err(Failed::Read { place: String::new(), err }),
             };
             file.write_all(&self.buf[..n]).map_err(|e| at.err("write file", io_errno(&e)))?;
         }
