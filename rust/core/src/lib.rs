@@ -18,3 +18,4 @@ pub mod rootpath;
 pub mod spawn;
 pub mod state;
 pub mod sync;
+pub mod tty;
