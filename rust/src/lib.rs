@@ -198,7 +198,7 @@ fn exec(
     detach: bool,
     forward_signals: bool,
 ) -> PyResult<i32> {
-    let opts = ExecOptions { console_socket, pid_file, preserve_fds };
+    let opts = ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
         let to_run = match (process_json, process_file) {
@@ -209,11 +209,14 @@ fn exec(
             }
             (None, None) => ToRun::Overrides(Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty }),
         };
-        let pid = exec_mod::exec(&root, &id, &to_run, &opts)?;
+        let started = exec_mod::exec(&root, &id, &to_run, &opts)?;
+        let pid = started.pid;
         if detach {
             return Ok(pid);
         }
-        if forward_signals {
+        if let Some(master) = started.terminal {
+            capsa_core::tty::relay(master, pid)
+        } else if forward_signals {
             container::wait_forwarding_signals(pid)
         } else {
             wait_running_python_handlers(pid, &mut interrupted)
@@ -336,6 +339,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ps, m)?)?;
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(parse_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(exec, m)?)?;
+    m.add_function(wrap_pyfunction!(pause, m)?)?;
+    m.add_function(wrap_pyfunction!(resume, m)?)?;
+    m.add_function(wrap_pyfunction!(update, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add("LayerError", layer_error_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layers, m)?)?;
