@@ -243,9 +243,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Ok(st) => st,
         Err(e) => {
             // A create killed half-way leaves a dir without state: force removes it.
+            // An id already gone is no error with force (as runc: containerd's shim
+            // cleanup force-deletes containers that the task delete removed).
             let dir = state::dir(root, id);
-            if force && state::validate_id(id).is_ok() && dir.is_dir() && !dir.join("state.json").exists() {
-                let _ = std::fs::remove_dir_all(&dir);
+            if force && state::validate_id(id).is_ok() && !dir.join("state.json").exists() {
+                if dir.is_dir() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 return Ok(());
             }
             return Err(e);
