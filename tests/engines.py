@@ -42,7 +42,7 @@ DEFAULT_RUNTIME_ROOT = Path("/run/capsa/runtime")
 CONTAINERD_RUN_DIR = Path("/run/containerd")  # shim sockets: fixed in containerd 1.6
 
 
-def _unmount_under(path: Path) -> None:
+def unmount_under(path: Path) -> None:
     for line in reversed(h.mounts_containing(str(path))):
         mountpoint = line.split()[4]
         if mountpoint.startswith(str(path)):
@@ -62,7 +62,7 @@ def _kill_processes_mentioning(fragment: str) -> None:
             h.kill_quietly(int(entry))
 
 
-def _remove_cgroup_everywhere(rel: str) -> None:
+def remove_cgroup_everywhere(rel: str) -> None:
     for d in h.cgroup_dirs(rel):
         h.remove_cgroup_tree(d)
 
@@ -75,19 +75,45 @@ def require_runtime_command(runtime: str, command: str) -> None:
         pytest.skip(f"needs capsa-runtime {command}")
 
 
+def cgroup_limits(pid: int) -> dict:
+    """The memory and pids limits of the cgroups a host pid is in (v1 or v2)."""
+    v2_root = h.CGROUP_UNIFIED if h.CGROUP_UNIFIED.is_dir() else h.CGROUP_ROOT
+    files = {"memory": ("memory.limit_in_bytes", "memory.max"), "pids": ("pids.max",)}
+    limits = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for ctl, names in files.items():
+            if not controllers:
+                base = v2_root
+            elif ctl in controllers.split(","):
+                base = h.CGROUP_ROOT / ctl
+            else:
+                continue
+            for name in names:
+                f = base / path.lstrip("/") / name
+                if f.exists() and ctl not in limits and f.read_text().strip() != "max":
+                    limits[ctl] = int(f.read_text())
+    return limits
+
+
 # --------------------------------------------------------------------------
 # The image
 # --------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def busybox_tar(base_dir) -> Path:
+def write_busybox_tar(workdir: Path) -> Path:
     """The busybox rootfs as a plain tarball (what `podman import` takes)."""
-    rootfs = h.build_rootfs(base_dir / "engines-rootfs")
-    tar = base_dir / "busybox-rootfs.tar"
+    rootfs = h.build_rootfs(workdir / "engines-rootfs")
+    tar = workdir / "busybox-rootfs.tar"
     with tarfile.open(tar, "w") as t:
         for entry in sorted(rootfs.iterdir()):
             t.add(entry, arcname=entry.name)
+    shutil.rmtree(rootfs)
     return tar
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(base_dir) -> Path:
+    return write_busybox_tar(base_dir)
 
 
 # --------------------------------------------------------------------------
@@ -184,7 +210,7 @@ class Podman:
                 h.run_cmd([self.runtime, "delete", "--force", cid])
             for d in h.cgroup_dirs(f"{self.cgroup_parent}/libpod-{cid}"):
                 problems.append(f"cgroup left: {d}")
-        _remove_cgroup_everywhere(self.cgroup_parent)
+        remove_cgroup_everywhere(self.cgroup_parent)
         return problems
 
 
@@ -200,7 +226,7 @@ def podman_home(base_dir, busybox_tar, runtime_bin):
         yield home
     finally:
         _kill_processes_mentioning(str(home))
-        _unmount_under(home)
+        unmount_under(home)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -271,6 +297,7 @@ class Containerd:
         self.runc_root = home / "runc"
         self.fifo_dir = home / "fifo"
         self.proc: subprocess.Popen | None = None
+        self.run_dirs_existed = {d: d.exists() for d in (CONTAINERD_RUN_DIR, CONTAINERD_RUN_DIR / "s")}
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -295,19 +322,19 @@ class Containerd:
         except OSError:
             return ""
 
-    def ctr_argv(self, *args) -> list[str]:
+    def ctr_argv(self, *args, runtime: str | None = None) -> list[str]:
         """ctr against our socket and namespace; `run` gets the runtime binary,
         its root and our fifo dir, `task exec` our fifo dir."""
         args = [str(a) for a in args]
         if args[:1] == ["run"]:
-            args = ["run", "--runc-binary", self.runtime, "--runc-root", str(self.runc_root),
+            args = ["run", "--runc-binary", runtime or self.runtime, "--runc-root", str(self.runc_root),
                     "--fifo-dir", str(self.fifo_dir), *args[1:]]
         elif args[:2] == ["task", "exec"]:
             args = ["task", "exec", "--fifo-dir", str(self.fifo_dir), *args[2:]]
         return ["ctr", "--address", str(self.socket), "--namespace", self.namespace, *args]
 
-    def ctr(self, *args, timeout: float = 60, input=None) -> h.Result:
-        return h.run_cmd(self.ctr_argv(*args), timeout=timeout, input=input)
+    def ctr(self, *args, runtime: str | None = None, timeout: float = 60, input=None) -> h.Result:
+        return h.run_cmd(self.ctr_argv(*args, runtime=runtime), timeout=timeout, input=input)
 
     def ok(self, *args, **kw) -> h.Result:
         res = self.ctr(*args, **kw)
@@ -339,6 +366,22 @@ class Containerd:
                 problems.append(f"cgroups left under {d}: {[s.name for s in d.iterdir() if s.is_dir()]}")
         return problems
 
+    def teardown(self) -> None:
+        """Containers, image, daemon, shims, mounts, cgroups, files: all gone."""
+        self.remove_containers()
+        self.ctr("images", "rm", IMAGE)
+        self.stop()
+        unmount_under(self.home)
+        remove_cgroup_everywhere(self.namespace)
+        shutil.rmtree(self.home, ignore_errors=True)
+        # the shims' socket dir, if we made it and it is empty
+        for d in (CONTAINERD_RUN_DIR / "s", CONTAINERD_RUN_DIR):
+            if not self.run_dirs_existed[d]:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -357,27 +400,13 @@ def containerd_daemon(base_dir, runtime_bin, docker_archive):
     stopped and every trace of it removed at the end of the session."""
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         pytest.fail("containerd is not installed (make apt)")
-    run_dir_existed = {d: d.exists() for d in
-                       (CONTAINERD_RUN_DIR, CONTAINERD_RUN_DIR / "s")}
     cd = Containerd(base_dir / "containerd", os.path.abspath(runtime_bin))
     try:
         cd.start()
         cd.ok("images", "import", docker_archive, timeout=120)
         yield cd
     finally:
-        cd.remove_containers()
-        cd.ctr("images", "rm", IMAGE)
-        cd.stop()
-        _unmount_under(cd.home)
-        _remove_cgroup_everywhere(cd.namespace)
-        shutil.rmtree(cd.home, ignore_errors=True)
-        # the shims' socket dir, if this session made it and it is empty
-        for d in (CONTAINERD_RUN_DIR / "s", CONTAINERD_RUN_DIR):
-            if not run_dir_existed[d]:
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
+        cd.teardown()
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 import helpers as h
-from engines import IMAGE, pty_session, require_runtime_command
+from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command
 from engines import (busybox_tar, containerd, containerd_daemon, docker_archive,  # noqa: F401  (fixtures)
                      podman_home)
 
@@ -124,3 +125,12 @@ def test_shim_cleanup_runs_clean(containerd):
     warnings = [line for line in containerd.log_tail(400).splitlines()
                 if cid in line and "did not terminate successfully" in line]
     assert warnings == []
+
+
+def test_resource_limits_reach_the_cgroup(containerd):
+    cid = h.new_id("ctr")
+    containerd.ok("run", "-d", "--memory-limit", str(64 * 1024 * 1024), IMAGE, cid, "sleep", "1000")
+    pid = int(containerd.ok("task", "ps", cid).stdout.splitlines()[1].split()[0])
+    assert cgroup_limits(pid)["memory"] == 64 * 1024 * 1024
+    assert f"/{containerd.namespace}/{cid}" in Path(f"/proc/{pid}/cgroup").read_text()
+    containerd.ok("task", "kill", "--signal", "SIGKILL", cid)

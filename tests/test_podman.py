@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import helpers as h
-from engines import IMAGE, pty_session, require_runtime_command
+from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command
 from engines import busybox_tar, podman, podman_home  # noqa: F401  (fixtures)
 
 
@@ -137,4 +137,44 @@ def test_exec_interactive_terminal(podman):
         podman.argv("exec", "-it", name, "sh"), podman.env,
         [("", "# "), ("tty\n", "/dev/pts/"), ("echo $((6*7))\n", "42\r\n"), ("exit\n", "")])
     assert code == 0, out
+    podman.ok("rm", "-f", "-t", "0", name)
+
+
+def test_stdin_is_passed_through(podman):
+    res = podman.ok("run", "--rm", "-i", IMAGE, "sh", "-c", "tr a-z A-Z; echo done", input="hello\n")
+    assert res.stdout == "HELLO\ndone\n"
+
+
+def test_volume_readonly_root_and_tmpfs(podman, tmp_path):
+    """Bind mounts, a read-only root with podman's tmpfs mounts, and --tmpfs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from the host\n")
+    res = podman.ok("run", "--rm", "--read-only", "--tmpfs", "/scratch", "-v", f"{data}:/data", IMAGE, "sh", "-c",
+                    "cat /data/in.txt; echo back > /data/out.txt; echo x > /scratch/f && echo tmpfs-ok; "
+                    "touch /bin/nope 2>/dev/null || echo root-ro")
+    assert res.stdout.split("\n")[:3] == ["from the host", "tmpfs-ok", "root-ro"]
+    assert (data / "out.txt").read_text() == "back\n"
+
+
+def test_resource_limits_reach_the_cgroup(podman):
+    """podman's --memory and --pids-limit become the container's cgroup limits."""
+    name = h.new_id("pm")
+    podman.ok("run", "-d", "--name", name, "--memory", "64m", "--pids-limit", "40", IMAGE, "sleep", "1000")
+    pid = inspect(podman, name)["State"]["Pid"]
+    limits = cgroup_limits(pid)
+    assert limits["memory"] == 64 * 1024 * 1024
+    assert limits["pids"] == 40
+    podman.ok("rm", "-f", "-t", "0", name)
+
+
+def test_user_namespace_mapping(podman):
+    """--uidmap/--gidmap: podman chowns the rootfs copy, the runtime writes the maps."""
+    name = h.new_id("pm")
+    podman.ok("run", "-d", "--name", name, "--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536",
+              IMAGE, "sh", "-c", "id -u; touch /tmp/x && echo writable; exec sleep 1000")
+    pid = inspect(podman, name)["State"]["Pid"]
+    assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "200000", "65536"]
+    assert h.proc_status_field(Path(f"/proc/{pid}/status").read_text(), "Uid").split()[0] == "200000"
+    h.wait_for(lambda: podman.ok("logs", name).stdout == "0\nwritable\n", timeout=10, what="container output")
     podman.ok("rm", "-f", "-t", "0", name)
