@@ -2,7 +2,8 @@
 //! mechanism lives in its own module. The GIL is released while the core works.
 
 use capsa_core::container::{self, CreateOptions};
-use capsa_core::{error, state};
+use capsa_core::exec::{ExecOptions, Overrides};
+use capsa_core::{control, error, exec as exec_mod, state};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -158,6 +159,91 @@ fn wait(py: Python<'_>, root: PathBuf, id: String) -> PyResult<i32> {
     code.map_err(|e| ContainerError::new_err(format!("{e} (only a container created by this process can be waited for)")))
 }
 
+/// Start a process in a running container: a runtime-spec process (JSON
+/// text or file), or the container's own process with args and overrides.
+/// Returns the exit code, or the pid when detached.
+#[pyfunction]
+#[pyo3(signature = (root, id, process_json=None, process_file=None, args=Vec::new(), env=Vec::new(), cwd=None, user=None, additional_gids=Vec::new(), caps=Vec::new(), no_new_privs=None, tty=false, console_socket=None, pid_file=None, preserve_fds=0, detach=false, forward_signals=false))]
+#[allow(clippy::too_many_arguments)]
+fn exec(
+    py: Python<'_>,
+    root: PathBuf,
+    id: String,
+    process_json: Option<String>,
+    process_file: Option<PathBuf>,
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: Option<String>,
+    user: Option<String>,
+    additional_gids: Vec<u32>,
+    caps: Vec<String>,
+    no_new_privs: Option<bool>,
+    tty: bool,
+    console_socket: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
+    preserve_fds: u32,
+    detach: bool,
+    forward_signals: bool,
+) -> PyResult<i32> {
+    let opts = ExecOptions { console_socket, pid_file, preserve_fds };
+    let mut interrupted: Option<PyErr> = None;
+    let result = py.detach(|| -> error::Result<i32> {
+        let process = match (process_json, process_file) {
+            (Some(text), _) => exec_mod::parse_process(&text, "the process argument")?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| error::Error::io("read process file", &path, e))?;
+                exec_mod::parse_process(&text, &path.display().to_string())?
+            }
+            (None, None) => {
+                let o = Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty };
+                exec_mod::process_with(&root, &id, &o)?
+            }
+        };
+        let pid = exec_mod::exec(&root, &id, &process, &opts)?;
+        if detach {
+            return Ok(pid);
+        }
+        if forward_signals {
+            container::wait_forwarding_signals(pid)
+        } else {
+            wait_running_python_handlers(pid, &mut interrupted)
+        }
+    });
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
+    result.or_raise()
+}
+
+/// Freeze every process in a container.
+#[pyfunction]
+fn pause(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
+    py.detach(|| control::pause(&root, &id)).or_raise()
+}
+
+/// Thaw a paused container.
+#[pyfunction]
+fn resume(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
+    py.detach(|| control::resume(&root, &id)).or_raise()
+}
+
+/// Apply runtime-spec LinuxResources (JSON text) to a running container's cgroup.
+#[pyfunction]
+#[pyo3(signature = (root, id, resources_json, origin="resources"))]
+fn update(py: Python<'_>, root: PathBuf, id: String, resources_json: String, origin: &str) -> PyResult<()> {
+    py.detach(|| {
+        let r = control::parse_resources(&resources_json, origin)?;
+        control::update(&root, &id, &r)
+    })
+    .or_raise()
+}
+
+/// One stats event, as runc's `events --stats` prints it (JSON text).
+#[pyfunction]
+fn stats(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
+    py.detach(|| control::stats(&root, &id)).or_raise().map(|v| v.to_string())
+}
+
 /// The signal number of a name such as TERM, SIGKILL or 9.
 #[pyfunction]
 fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -178,5 +264,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ps, m)?)?;
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(parse_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(exec, m)?)?;
+    m.add_function(wrap_pyfunction!(pause, m)?)?;
+    m.add_function(wrap_pyfunction!(resume, m)?)?;
+    m.add_function(wrap_pyfunction!(update, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())
 }

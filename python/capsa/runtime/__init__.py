@@ -1,5 +1,6 @@
 """The OCI runtime, in-process: the same operations as `capsa-runtime`
-(create, start, state, kill, delete, run), with no process spawned per call.
+(create, start, state, kill, delete, run, exec, pause, resume, update,
+stats), with no process spawned per call.
 
     from capsa.runtime import Runtime
     rt = Runtime("/run/capsa/runtime")
@@ -68,6 +69,45 @@ class Runtime:
 
     def ps(self, id: str) -> "list[int]":
         return _core.ps(self.root, id)
+
+    def exec(self, id: str, process: "dict | list[str] | tuple[str, ...]", *, env=(), cwd=None, user=None,
+             additional_gids=(), caps=(), no_new_privs=None, tty: bool = False, console_socket=None,
+             pid_file=None, preserve_fds: int = 0, detach: bool = False) -> int:
+        """Start a process in a running container: `process` is a runtime-spec
+        process dict, or the args for the container's own process (which env,
+        cwd, user "UID[:GID]", additional_gids, caps, no_new_privs and tty
+        change, as with `runc exec ID ARGS...`). Returns the exit code (128+N
+        when killed by signal N), or with detach=True the pid at once."""
+        if isinstance(process, dict):
+            import json
+
+            if env or cwd is not None or user is not None or additional_gids or caps or no_new_privs is not None or tty:
+                raise TypeError("exec: with a process dict, set env, cwd, user and the rest in the dict")
+            return _core.exec(self.root, id, json.dumps(process), None, [], [], None, None, [], [], None, False,
+                              _path(console_socket), _path(pid_file), preserve_fds, detach)
+        if isinstance(process, str):
+            raise TypeError("exec: pass the command as a list of args (or a process dict), not a string")
+        return _core.exec(self.root, id, None, None, list(process), list(env), cwd, user, list(additional_gids),
+                          list(caps), no_new_privs, tty, _path(console_socket), _path(pid_file), preserve_fds,
+                          detach)
+
+    def pause(self, id: str) -> None:
+        """Freeze every process of the container (state: paused)."""
+        _core.pause(self.root, id)
+
+    def resume(self, id: str) -> None:
+        _core.resume(self.root, id)
+
+    def update(self, id: str, resources: dict) -> None:
+        """New limits for a running container: a runtime-spec LinuxResources dict,
+        e.g. {"memory": {"limit": 64 << 20}, "pids": {"limit": 100}}."""
+        import json
+
+        _core.update(self.root, id, json.dumps(resources))
+
+    def stats(self, id: str) -> dict:
+        """A stats sample shaped like runc's `events --stats` data: cpu, memory, pids, blkio."""
+        return _json(_core.stats(self.root, id))["data"]
 
 
 def _path(p):

@@ -32,9 +32,18 @@ commands:
   list [--format table|json] [--quiet]
   features
   spec [--bundle DIR]
+  exec [options] ID COMMAND [ARG...] | exec [options] --process FILE ID
+       -t/--tty --console-socket S -d/--detach --pid-file F -e/--env K=V --cwd DIR
+       -u/--user UID[:GID] -g/--additional-gids GID --cap CAP --no-new-privs --preserve-fds N
+       exits with the process's exit code (128+N if killed by signal N) unless detached
+  pause ID | resume ID
+  update [--resources FILE|-] [--memory N --memory-reservation N --memory-swap N --cpu-shares N
+         --cpu-quota N --cpu-period N --cpuset-cpus L --cpuset-mems L --pids-limit N --blkio-weight N] ID
+  events [--stats] [--interval SECONDS] ID   one stats JSON line with --stats, else one per interval
 """
 
-# Each command's options: name -> (aliases, takes a value).
+# Each command's options: name -> (aliases, takes a value); APPEND: a value, repeatable.
+APPEND = "append"
 _CREATE = {
     "bundle": (("-b",), True), "pid-file": ((), True), "console-socket": ((), True),
     "no-pivot": ((), False), "no-new-keyring": ((), False), "preserve-fds": ((), True),
@@ -50,13 +59,32 @@ COMMANDS = {
     "list": {"format": (("-f",), True), "quiet": (("-q",), False)},
     "features": {},
     "spec": {"bundle": (("-b",), True), "rootless": ((), False)},
+    "exec": {
+        "process": (("-p",), True), "tty": (("-t",), False), "console-socket": ((), True),
+        "detach": (("-d",), False), "pid-file": ((), True), "env": (("-e",), APPEND),
+        "cwd": ((), True), "user": (("-u",), True), "additional-gids": (("-g",), APPEND),
+        "cap": (("-c",), APPEND), "no-new-privs": ((), False), "preserve-fds": ((), True),
+        "ignore-paused": ((), False), "apparmor": ((), True), "process-label": ((), True),
+        "cgroup": ((), APPEND),
+    },
+    "pause": {},
+    "resume": {},
+    "update": {
+        "resources": (("-r",), True), "memory": ((), True), "memory-reservation": ((), True),
+        "memory-swap": ((), True), "kernel-memory": ((), True), "kernel-memory-tcp": ((), True),
+        "cpu-share": ((), True), "cpu-shares": ((), True), "cpu-quota": ((), True),
+        "cpu-period": ((), True), "cpu-rt-period": ((), True), "cpu-rt-runtime": ((), True),
+        "cpuset-cpus": ((), True), "cpuset-mems": ((), True), "pids-limit": ((), True),
+        "blkio-weight": ((), True), "l3-cache-schema": ((), True), "mem-bw-schema": ((), True),
+    },
+    "events": {"stats": ((), False), "interval": ((), True)},
 }
 GLOBALS = {
     "root": ((), True), "log": ((), True), "log-format": ((), True), "debug": ((), False),
     "systemd-cgroup": ((), False), "version": (("-v",), False), "help": (("-h",), False),
     "rootless": ((), True), "criu": ((), True),
 }
-NOT_YET = {"exec", "pause", "resume", "update", "events", "checkpoint", "restore"}
+NOT_YET = {"checkpoint", "restore"}
 
 
 class UsageError(Exception):
@@ -86,7 +114,10 @@ def parse(argv: list[str], table: dict, stop_at_positional: bool = False) -> tup
                     if i >= len(argv):
                         raise UsageError(f"option {key} needs a value")
                     value = argv[i]
-                opts[name] = value
+                if table[name][1] == APPEND:
+                    opts.setdefault(name, []).append(value)
+                else:
+                    opts[name] = value
             else:
                 opts[name] = value.lower() not in ("false", "0") if eq else True
         else:
@@ -241,6 +272,164 @@ class Cli:
         return 0
 
 
+    def exec(self, opts, args):
+        from capsa import _core
+
+        cid = self._id(args[:1])
+        preserve = opts.get("preserve-fds", "0")
+        if not str(preserve).isdigit():
+            raise UsageError(f"--preserve-fds takes a number, not {preserve!r}")
+        gids = []
+        for g in opts.get("additional-gids", []):
+            if not g.isdigit():
+                raise UsageError(f"--additional-gids takes numbers, not {g!r}")
+            gids.append(int(g))
+        process = opts.get("process")
+        if process is None and len(args) < 2:
+            raise UsageError("exec needs a command after the container id, or --process FILE")
+        if process is not None and len(args) > 1:
+            raise UsageError(f"exec --process takes no command: unexpected {' '.join(args[1:])}")
+        detach = bool(opts.get("detach"))
+        # In the foreground, signals sent to us are meant for the process (as with runc).
+        code = _core.exec(self.root, cid, None, process, args[1:], opts.get("env", []), opts.get("cwd"),
+                          opts.get("user"), gids, opts.get("cap", []),
+                          True if opts.get("no-new-privs") else None, bool(opts.get("tty")),
+                          opts.get("console-socket"), opts.get("pid-file"), int(preserve), detach, True)
+        return 0 if detach else code
+
+    def pause(self, opts, args):
+        from capsa import _core
+
+        _core.pause(self.root, self._id(args))
+        return 0
+
+    def resume(self, opts, args):
+        from capsa import _core
+
+        _core.resume(self.root, self._id(args))
+        return 0
+
+    def update(self, opts, args):
+        from capsa import _core
+
+        cid = self._id(args)
+        source = opts.get("resources")
+        if source == "-":
+            text, origin = sys.stdin.read(), "standard input"
+        elif source:
+            try:
+                with open(source) as f:
+                    text, origin = f.read(), source
+            except OSError as e:
+                raise UsageError(f"cannot read resources file {source}: {e.strerror}") from None
+        else:
+            import json
+
+            text, origin = json.dumps(resources_from_flags(opts)), "the command line"
+        _core.update(self.root, cid, text, origin)
+        return 0
+
+    def events(self, opts, args):
+        from capsa import _core
+
+        cid = self._id(args)
+        if opts.get("stats"):
+            print(_core.stats(self.root, cid))
+            return 0
+        interval = parse_duration(opts.get("interval", "5s"))
+        import time
+
+        while True:  # runc's stream: a stats event per interval while the container runs
+            try:
+                line = _core.stats(self.root, cid)
+            except Exception:  # noqa: BLE001 - the container stopped: the stream ends
+                if self.state_status(cid) == "stopped":
+                    return 0
+                raise
+            print(line, flush=True)
+            time.sleep(interval)
+
+    def state_status(self, cid: str) -> str:
+        import json
+
+        from capsa import _core
+
+        try:
+            return json.loads(_core.state(self.root, cid))["status"]
+        except Exception:  # noqa: BLE001 - gone counts as stopped
+            return "stopped"
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(flag: str, value: str) -> int:
+    """runc's memory flags: bytes, or a number with k/m/g/t (binary units); -1 is unlimited."""
+    v = value.strip().lower()
+    if v == "-1":
+        return -1
+    v = v.removesuffix("ib").removesuffix("b")
+    number, unit = (v[:-1], v[-1]) if v and v[-1] in _UNITS else (v, "")
+    try:
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise UsageError(f"--{flag} takes a size such as 67108864, 64m or 1g, not {value!r}") from None
+
+
+def parse_int(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--{flag} takes a number, not {value!r}") from None
+
+
+def parse_duration(value: str) -> float:
+    """--interval: 5s, 500ms, 1m or plain seconds."""
+    v = value.strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if v.endswith(suffix):
+            v, factor = v[: -len(suffix)], scale
+            break
+    else:
+        factor = 1.0
+    try:
+        seconds = float(v) * factor
+    except ValueError:
+        raise UsageError(f"--interval takes a duration such as 5s, not {value!r}") from None
+    if seconds <= 0:
+        raise UsageError("--interval must be positive")
+    return seconds
+
+
+def resources_from_flags(opts: dict) -> dict:
+    """runc update's flags as runtime-spec LinuxResources."""
+    for unsupported in ("l3-cache-schema", "mem-bw-schema"):
+        if opts.get(unsupported):
+            raise UsageError(f"--{unsupported}: Intel RDT is not supported by capsa-runtime")
+    r: dict = {}
+    memory = {key: parse_bytes(flag, opts[flag]) for flag, key in
+              (("memory", "limit"), ("memory-reservation", "reservation"), ("memory-swap", "swap"))
+              if opts.get(flag) is not None}
+    if memory:
+        r["memory"] = memory
+    cpu: dict = {}
+    for flag, key in (("cpu-share", "shares"), ("cpu-shares", "shares"), ("cpu-quota", "quota"),
+                      ("cpu-period", "period"), ("cpu-rt-period", "realtimePeriod"),
+                      ("cpu-rt-runtime", "realtimeRuntime")):
+        if opts.get(flag) is not None:
+            cpu[key] = parse_int(flag, opts[flag])
+    for flag, key in (("cpuset-cpus", "cpus"), ("cpuset-mems", "mems")):
+        if opts.get(flag) is not None:
+            cpu[key] = opts[flag]
+    if cpu:
+        r["cpu"] = cpu
+    if opts.get("pids-limit") is not None:
+        r["pids"] = {"limit": parse_int("pids-limit", opts["pids-limit"])}
+    if opts.get("blkio-weight") is not None:
+        r["blockIO"] = {"weight": parse_int("blkio-weight", opts["blkio-weight"])}
+    return r  # no flags: nothing to change, as with runc
+
+
 def _log(globals_: dict, level: str, msg: str) -> None:
     """An error line on stderr, and in --log as text or JSON (what containerd reads)."""
     sys.stderr.write(f"capsa-runtime: {msg}\n")
@@ -286,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; see capsa-runtime --help")
         # ps passes what follows the id to ps(1); the others take options anywhere.
-        opts, args = parse(cmd_args, COMMANDS[command], stop_at_positional=command == "ps")
+        opts, args = parse(cmd_args, COMMANDS[command], stop_at_positional=command in ("ps", "exec"))
         if command == "ps" and args and args[0].startswith("-"):
             opts, args = parse(args, COMMANDS[command], stop_at_positional=True)
         return getattr(Cli(globals_), command)(opts, args)

@@ -233,6 +233,10 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     if unsafe { libc::kill(st.pid, signal) } != 0 {
         return Err(Error::sys("kill", format!("container {id} init {}", st.pid), nix::errno::Errno::last()));
     }
+    // A frozen (v1) task dies only once thawed.
+    if signal == libc::SIGKILL && st.cgroup.frozen() {
+        st.cgroup.thaw()?;
+    }
     Ok(())
 }
 
@@ -256,7 +260,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         }
     };
     match st.status(root) {
-        Status::Running if !force => {
+        Status::Running | Status::Paused if !force => {
             return Err(Error::msg(format!("cannot delete container {id}: it is running (stop it first, or use --force)")));
         }
         Status::Stopped => {}
@@ -276,6 +280,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 fn stop_all(st: &State) {
     let deadline = Instant::now() + Duration::from_secs(10);
     unsafe { libc::kill(st.pid, libc::SIGKILL) };
+    if st.cgroup.frozen() {
+        let _ = st.cgroup.thaw(); // frozen tasks die only once thawed
+    }
     loop {
         unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
         let pids = st.cgroup.pids();

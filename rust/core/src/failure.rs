@@ -12,19 +12,26 @@ pub struct Failure<'a> {
     pub detail: Option<&'a CStr>,
     pub path: Option<&'a CStr>,
     pub errno: i32,
+    /// Said after the quoted path instead of an errno: `exec: "x": executable file not found in $PATH`.
+    pub verdict: Option<&'static str>,
 }
 
 impl<'a> Failure<'a> {
     pub fn new(step: &'static str, path: &'a CStr, errno: i32) -> Self {
-        Failure { step, detail: None, path: Some(path), errno }
+        Failure { step, detail: None, path: Some(path), errno, verdict: None }
     }
 
     pub fn with_detail(step: &'static str, detail: &'a CStr, path: &'a CStr, errno: i32) -> Self {
-        Failure { step, detail: Some(detail), path: Some(path), errno }
+        Failure { step, detail: Some(detail), path: Some(path), errno, verdict: None }
     }
 
     pub fn bare(step: &'static str, errno: i32) -> Self {
-        Failure { step, detail: None, path: None, errno }
+        Failure { step, detail: None, path: None, errno, verdict: None }
+    }
+
+    /// `step "path": verdict`, the way runc words a missing executable (podman matches on it).
+    pub fn verdict(step: &'static str, path: &'a CStr, verdict: &'static str) -> Self {
+        Failure { step, detail: None, path: Some(path), errno: 0, verdict: Some(verdict) }
     }
 
     /// The message, in a stack buffer.
@@ -33,6 +40,10 @@ impl<'a> Failure<'a> {
             c.to_str().unwrap_or("?")
         }
         let _ = out.write_str(self.step);
+        if let (Some(verdict), Some(p)) = (self.verdict, self.path) {
+            let _ = write!(out, " \"{}\": {verdict}", text(p));
+            return;
+        }
         match (self.detail, self.path) {
             (Some(d), Some(p)) => {
                 let _ = write!(out, " {} on {}", text(d), text(p));
@@ -92,5 +103,8 @@ mod tests {
         let mut t = StackText::new();
         Failure::bare("setsid", 0).render(&mut t);
         assert_eq!(t.as_bytes(), b"setsid");
+        let mut t = StackText::new();
+        Failure::verdict("exec:", c"nosuch", "executable file not found in $PATH").render(&mut t);
+        assert_eq!(std::str::from_utf8(t.as_bytes()).unwrap(), r#"exec: "nosuch": executable file not found in $PATH"#);
     }
 }

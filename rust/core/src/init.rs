@@ -5,7 +5,7 @@
 use crate::caps;
 use crate::failure::Failure;
 use crate::mounts::{create_target, errno, is_dir, mount, remount};
-use crate::plan::Plan;
+use crate::plan::{Plan, ProcessPlan};
 use crate::sync;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
@@ -42,11 +42,11 @@ pub fn run(cx: &Context<'_>) -> ! {
     }
 }
 
-fn check(r: libc::c_int, step: &'static str) -> Result<(), Failure<'static>> {
+pub(crate) fn check(r: libc::c_int, step: &'static str) -> Result<(), Failure<'static>> {
     if r < 0 { Err(Failure::bare(step, errno())) } else { Ok(()) }
 }
 
-fn check_at<'a>(r: libc::c_int, step: &'static str, path: &'a CStr) -> Result<(), Failure<'a>> {
+pub(crate) fn check_at<'a>(r: libc::c_int, step: &'static str, path: &'a CStr) -> Result<(), Failure<'a>> {
     if r < 0 { Err(Failure::new(step, path, errno())) } else { Ok(()) }
 }
 
@@ -54,18 +54,7 @@ fn check_at<'a>(r: libc::c_int, step: &'static str, path: &'a CStr) -> Result<()
 fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     let plan = cx.plan;
     let p = &plan.process;
-    unsafe {
-        // Python's handlers and ignored signals must not leak into the container.
-        for sig in 1..libc::SIGRTMIN() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    }
+    reset_signals();
     if sync::recv(cx.sync) != Some(sync::GO) {
         unsafe { libc::_exit(1) };
     }
@@ -90,30 +79,7 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     if let Some(d) = &plan.domainname {
         check_at(unsafe { libc::setdomainname(d.as_ptr(), d.to_bytes().len()) }, "set domainname", d)?;
     }
-    if let Some(sock) = cx.console {
-        console(sock)?;
-    }
-    for (resource, soft, hard) in &p.rlimits {
-        let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
-        if unsafe { libc::setrlimit(*resource as _, &lim) } != 0 {
-            return Err(Failure::new("setrlimit", rlimit_name(*resource), errno()));
-        }
-    }
-    if let Some(adj) = p.oom_score_adj {
-        write_number(c"/proc/self/oom_score_adj", adj as i64)?;
-    }
-    if let Some(mask) = p.umask {
-        unsafe { libc::umask(mask as libc::mode_t) };
-    }
-    check_at(unsafe { libc::chdir(p.cwd.as_ptr()) }, "chdir to cwd", &p.cwd)?;
-    let exe = find_executable(plan)?;
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3 + cx.preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-    }
-    set_identity(plan)?;
-    if p.no_new_privs {
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "set no_new_privs")?;
-    }
+    let exe = prepare_process(p, plan.userns(), cx.console, cx.preserve_fds)?;
 
     // From here on the container outlives the runtime that made it: stop
     // dying with it before saying READY, or its exit could race our prctl.
@@ -133,6 +99,53 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
                 unsafe { libc::_exit(1) };
             }
         }
+    }
+    Ok(exe)
+}
+
+/// Python's handlers, ignored signals and blocked mask must not leak into
+/// the container; and the child dies with the runtime until it is set up.
+pub(crate) fn reset_signals() {
+    unsafe {
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    }
+}
+
+/// The process's own setup, shared by a container's init and by exec, once
+/// inside the container's namespaces and root: console, rlimits, cwd, the
+/// executable, fds, user and capabilities. Returns the executable.
+pub(crate) fn prepare_process(p: &ProcessPlan, userns: bool, console_sock: Option<RawFd>, preserve_fds: u32) -> Result<&CStr, Failure<'_>> {
+    if let Some(sock) = console_sock {
+        console(sock)?;
+    }
+    for (resource, soft, hard) in &p.rlimits {
+        let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+        if unsafe { libc::setrlimit(*resource as _, &lim) } != 0 {
+            return Err(Failure::new("setrlimit", rlimit_name(*resource), errno()));
+        }
+    }
+    if let Some(adj) = p.oom_score_adj {
+        write_number(c"/proc/self/oom_score_adj", adj as i64)?;
+    }
+    if let Some(mask) = p.umask {
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    check_at(unsafe { libc::chdir(p.cwd.as_ptr()) }, "chdir to cwd", &p.cwd)?;
+    let exe = find_executable(p)?;
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3 + preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+    }
+    set_identity(p, userns)?;
+    if p.no_new_privs {
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "set no_new_privs")?;
     }
     Ok(exe)
 }
@@ -251,8 +264,7 @@ fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), Failure<'static>> {
     if r < 0 { Err(Failure::bare("send pty master to console socket", errno())) } else { Ok(()) }
 }
 
-fn find_executable(plan: &Plan) -> Result<&CStr, Failure<'_>> {
-    let p = &plan.process;
+fn find_executable(p: &ProcessPlan) -> Result<&CStr, Failure<'_>> {
     let mut last = libc::ENOENT;
     for c in &p.candidates {
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -266,20 +278,19 @@ fn find_executable(plan: &Plan) -> Result<&CStr, Failure<'_>> {
     if p.arg0.to_bytes().contains(&b'/') {
         return Err(Failure::new("exec", &p.arg0, last));
     }
-    Err(Failure::new("exec: executable file not found in $PATH:", &p.arg0, 0))
+    Err(Failure::verdict("exec:", &p.arg0, "executable file not found in $PATH"))
 }
 
 /// Groups, gid, uid, then the capability sets: the order that keeps the
 /// capabilities we need until the last step.
-fn set_identity(plan: &Plan) -> Result<(), Failure<'_>> {
-    let p = &plan.process;
+fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
     if let Some(c) = &p.caps {
         caps::drop_bounding(c.bounding, p.last_cap).map_err(|(cap, e)| Failure::new("drop from bounding set", caps::name(cap), e))?;
     }
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }, "keep capabilities")?;
     // setgroups is refused in a user namespace whose setgroups file says deny; an empty list is then moot.
     let r = unsafe { libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) } as libc::c_int;
-    if r != 0 && !(errno() == libc::EPERM && p.groups.is_empty() && plan.userns()) {
+    if r != 0 && !(errno() == libc::EPERM && p.groups.is_empty() && userns) {
         return Err(Failure::bare("setgroups", errno()));
     }
     check(setresgid(p.gid), "setresgid")?;

@@ -5,7 +5,9 @@
 pub mod caps;
 pub mod cgroups;
 pub mod container;
+pub mod control;
 pub mod error;
+pub mod exec;
 pub mod failure;
 pub mod init;
 pub mod mounts;

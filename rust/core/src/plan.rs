@@ -279,7 +279,7 @@ fn has(new: u64, join: &[(i32, PathBuf)], flag: i32) -> bool {
     new & flag as u64 != 0 || join.iter().any(|(t, _)| *t == flag)
 }
 
-fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
+pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
     let p = spec.process().as_ref().ok_or_else(|| Error::msg("config.json has no process"))?;
     let args: Vec<String> = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {

@@ -57,7 +57,7 @@ impl Spawned {
     }
 }
 
-fn open_path(path: &Path, flags: OFlag, what: &str) -> Result<OwnedFd> {
+pub(crate) fn open_path(path: &Path, flags: OFlag, what: &str) -> Result<OwnedFd> {
     open(path, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| Error::sys(&format!("open {what}"), path, e))
 }
 
@@ -159,12 +159,12 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
 }
 
 /// clone3 returns the pid; a negative value marks "cloned without CLONE_INTO_CGROUP".
-fn pid_and_attached(raw: i64, wanted_into_cgroup: bool) -> (i32, bool) {
+pub(crate) fn pid_and_attached(raw: i64, wanted_into_cgroup: bool) -> (i32, bool) {
     if raw < 0 { ((-raw) as i32, false) } else { (raw as i32, wanted_into_cgroup) }
 }
 
 /// One clone3 with all namespace flags; clone(2) where clone3 is missing.
-fn clone(flags: u64, cgroup_fd: Option<&OwnedFd>) -> Result<i64> {
+pub(crate) fn clone(flags: u64, cgroup_fd: Option<&OwnedFd>) -> Result<i64> {
     let mut args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
     if let Some(fd) = cgroup_fd {
         args.flags |= CLONE_INTO_CGROUP;
@@ -193,7 +193,7 @@ fn clone(flags: u64, cgroup_fd: Option<&OwnedFd>) -> Result<i64> {
 
 /// Joining a pid namespace only affects children: switch this thread's
 /// pid_for_children around the clone, then switch back.
-fn with_pid_namespace(target: Option<&OwnedFd>, f: impl FnOnce() -> Result<i64>) -> Result<i64> {
+pub(crate) fn with_pid_namespace(target: Option<&OwnedFd>, f: impl FnOnce() -> Result<i64>) -> Result<i64> {
     let Some(target) = target else { return f() };
     let own = open_path(Path::new("/proc/thread-self/ns/pid_for_children"), OFlag::O_RDONLY, "own pid namespace")?;
     if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
@@ -238,7 +238,7 @@ pub fn exit_code(status: i32) -> i32 {
     }
 }
 
-fn describe_exit(status: i32) -> String {
+pub(crate) fn describe_exit(status: i32) -> String {
     if status == -1 {
         "exit status unknown".into()
     } else if libc::WIFSIGNALED(status) {

@@ -31,6 +31,7 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -40,6 +41,7 @@ impl Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -92,6 +94,8 @@ impl State {
     pub fn status(&self, root: &Path) -> Status {
         if !self.alive() {
             Status::Stopped
+        } else if self.cgroup.frozen() {
+            Status::Paused
         } else if dir(root, &self.id).join(EXEC_FIFO).exists() {
             Status::Created
         } else {

@@ -20,20 +20,35 @@ pub(super) fn create(cg: &mut Cgroup, hierarchies: &[Hierarchy], resources: Opti
         }
     }
     if let Some(r) = resources {
-        let dir_of = |controller: &str| -> Option<PathBuf> {
-            hierarchies
-                .iter()
-                .zip(cg.dirs.iter())
-                .find(|(h, _)| h.controllers.iter().any(|c| c == controller))
-                .map(|(_, d)| d.clone())
-        };
-        // An optional file is present when the directory of its controller (the prefix) has it.
-        let exists = |file: &str| dir_of(file.split('.').next().unwrap_or("")).is_some_and(|d| d.join(file).exists());
-        for (controller, file, value) in writes(r, exists)? {
-            let dir = dir_of(controller)
-                .ok_or_else(|| Error::msg(format!("cgroup v1 controller {controller} is not mounted, but the config sets {file}")))?;
-            super::write(&dir, file, &value)?;
+        apply(cg, hierarchies, r)?;
+    }
+    Ok(())
+}
+
+/// Write `r` to the files of an existing cgroup (at create, and on update).
+pub(super) fn apply(cg: &Cgroup, hierarchies: &[Hierarchy], r: &LinuxResources) -> Result<()> {
+    let dir_of = |controller: &str| -> Option<PathBuf> {
+        let h = hierarchies.iter().find(|h| h.controllers.iter().any(|c| c == controller))?;
+        cg.dirs.iter().find(|d| d.starts_with(&h.mountpoint)).cloned()
+    };
+    // An optional file is present when the directory of its controller (the prefix) has it.
+    let exists = |file: &str| dir_of(file.split('.').next().unwrap_or("")).is_some_and(|d| d.join(file).exists());
+    let mut writes = writes(r, exists)?;
+    // memory.limit_in_bytes may never exceed memsw: raising both, memsw goes first.
+    let limit = writes.iter().position(|w| w.1 == "memory.limit_in_bytes");
+    let memsw = writes.iter().position(|w| w.1 == "memory.memsw.limit_in_bytes");
+    if let (Some(l), Some(m), Some(dir)) = (limit, memsw, dir_of("memory")) {
+        let current: i64 = std::fs::read_to_string(dir.join("memory.memsw.limit_in_bytes")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(i64::MAX);
+        let wanted: i64 = writes[l].2.parse().unwrap_or(0);
+        if wanted > current || wanted == -1 {
+            let w = writes.remove(m);
+            writes.insert(l, w);
         }
+    }
+    for (controller, file, value) in writes {
+        let dir = dir_of(controller)
+            .ok_or_else(|| Error::msg(format!("cgroup v1 controller {controller} is not mounted, but the config sets {file}")))?;
+        super::write(&dir, file, &value)?;
     }
     Ok(())
 }

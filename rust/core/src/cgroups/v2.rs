@@ -11,6 +11,30 @@ pub(super) fn create(cg: &mut Cgroup, root: &Path, resources: Option<&LinuxResou
         Some(r) => writes(r)?,
         None => Vec::new(),
     };
+    let needed = controllers(&writes, root)?;
+    cg.mkdir_all(root)?;
+    enable(cg, root, &needed)?;
+    let leaf = cg.dirs[0].clone();
+    for (_, file, value) in writes {
+        super::write(&leaf, file, &value)?;
+    }
+    Ok(())
+}
+
+/// Write `r` to an existing cgroup (update), enabling what it newly needs.
+pub(super) fn apply(cg: &Cgroup, root: &Path, r: &LinuxResources) -> Result<()> {
+    let writes = writes(r)?;
+    let needed = controllers(&writes, root)?;
+    enable(cg, root, &needed)?;
+    let leaf = cg.dirs.first().ok_or_else(|| Error::msg(format!("cgroup {} has no directory", cg.path)))?;
+    for (_, file, value) in writes {
+        super::write(leaf, file, &value)?;
+    }
+    Ok(())
+}
+
+/// The controllers `writes` need, each checked against the root's cgroup.controllers.
+fn controllers(writes: &[(&'static str, &'static str, String)], root: &Path) -> Result<Vec<&'static str>> {
     let mut needed: Vec<&str> = writes.iter().map(|(c, _, _)| *c).collect();
     needed.sort();
     needed.dedup();
@@ -24,23 +48,22 @@ pub(super) fn create(cg: &mut Cgroup, root: &Path, resources: Option<&LinuxResou
             )));
         }
     }
-    cg.mkdir_all(root)?;
-    if !needed.is_empty() {
-        // Each ancestor must hand the controllers down to its children.
-        let enable: String = needed.iter().map(|c| format!("+{c} ")).collect();
-        let mut dir = root.to_path_buf();
-        let parts: Vec<&str> = cg.path.trim_start_matches('/').split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            super::write(&dir, "cgroup.subtree_control", enable.trim_end())?;
-            dir.push(part);
-        }
+    Ok(needed)
+}
+
+/// Each ancestor must hand the controllers down to its children.
+fn enable(cg: &Cgroup, root: &Path, needed: &[&str]) -> Result<()> {
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let enable: String = needed.iter().map(|c| format!("+{c} ")).collect();
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = cg.path.trim_start_matches('/').split('/').collect();
+    for part in &parts[..parts.len() - 1] {
         super::write(&dir, "cgroup.subtree_control", enable.trim_end())?;
+        dir.push(part);
     }
-    let leaf = cg.dirs[0].clone();
-    for (_, file, value) in writes {
-        super::write(&leaf, file, &value)?;
-    }
-    Ok(())
+    super::write(&dir, "cgroup.subtree_control", enable.trim_end())
 }
 
 /// cpu.weight from v1 shares: [2, 262144] onto [1, 10000].

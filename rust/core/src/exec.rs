@@ -1,0 +1,260 @@
+//! exec: start another process inside a running container. The parent
+//! opens the init's namespaces and root, and clones the child straight into
+//! the container's pid namespace (and on cgroup v2 into its cgroup; on v1
+//! it writes the pid into each hierarchy). The child joins the other
+//! namespaces (user first, mount last), takes the init's root, and then runs
+//! the same process setup as a container's init (`init::prepare_process`).
+
+use crate::container::load_spec;
+use crate::error::{Error, Result};
+use crate::failure::Failure;
+use crate::init::{self, check, check_at};
+use crate::plan::{process_plan, ProcessPlan};
+use crate::spawn::{self, open_path};
+use crate::state::{State, Status};
+use crate::sync::{self, Heard};
+use nix::fcntl::OFlag;
+use oci_spec::runtime::Process;
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The namespaces a process can join, user first and mount last: setns into
+/// the others needs the capabilities the user namespace gives, and the
+/// mount namespace changes what paths mean.
+const NAMESPACES: [(&str, i32, &CStr); 8] = [
+    ("user", libc::CLONE_NEWUSER, c"user"),
+    ("ipc", libc::CLONE_NEWIPC, c"ipc"),
+    ("uts", libc::CLONE_NEWUTS, c"uts"),
+    ("net", libc::CLONE_NEWNET, c"net"),
+    ("pid", libc::CLONE_NEWPID, c"pid"),
+    ("cgroup", libc::CLONE_NEWCGROUP, c"cgroup"),
+    ("time", libc::CLONE_NEWTIME, c"time"),
+    ("mnt", libc::CLONE_NEWNS, c"mnt"),
+];
+
+#[derive(Default)]
+pub struct ExecOptions {
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: u32,
+}
+
+/// runc's `exec ID ARGS...` form: the container's own process with these changes.
+#[derive(Default, Debug)]
+pub struct Overrides {
+    pub args: Vec<String>,
+    /// NAME=VALUE, appended to the container's environment.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// UID[:GID]
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    /// Added to the bounding, effective and permitted sets.
+    pub caps: Vec<String>,
+    pub no_new_privs: Option<bool>,
+    pub tty: bool,
+}
+
+/// A runtime-spec process from JSON text (runc's `--process` file).
+pub fn parse_process(text: &str, origin: &str) -> Result<Process> {
+    serde_json::from_str(text).map_err(|e| Error::msg(format!("invalid process in {origin}: {e}")))
+}
+
+/// The process of the container's config.json with the overrides applied.
+pub fn process_with(root: &Path, id: &str, o: &Overrides) -> Result<Process> {
+    if o.args.is_empty() {
+        return Err(Error::msg("exec needs a command to run (or --process FILE)"));
+    }
+    let st = State::load(root, id)?;
+    let spec = load_spec(&st.bundle)?;
+    let base = spec.process().clone().unwrap_or_default();
+    let mut p = serde_json::to_value(&base).map_err(|e| Error::msg(format!("encode process: {e}")))?;
+    p["args"] = o.args.clone().into();
+    if let Some(cwd) = &o.cwd {
+        p["cwd"] = cwd.clone().into();
+    }
+    let env = p["env"].as_array().cloned().unwrap_or_default();
+    p["env"] = env.into_iter().chain(o.env.iter().map(|e| e.clone().into())).collect();
+    p["terminal"] = o.tty.into();
+    if let Some(nnp) = o.no_new_privs {
+        p["noNewPrivileges"] = nnp.into();
+    }
+    if let Some(user) = &o.user {
+        let (uid, gid) = user.split_once(':').map_or((user.as_str(), None), |(u, g)| (u, Some(g)));
+        let number = |s: &str| s.parse::<u32>().map_err(|_| Error::msg(format!("--user takes UID[:GID] as numbers, not {user:?}")));
+        p["user"]["uid"] = number(uid)?.into();
+        if let Some(g) = gid {
+            p["user"]["gid"] = number(g)?.into();
+        }
+    }
+    if !o.additional_gids.is_empty() {
+        let mut gids = p["user"]["additionalGids"].as_array().cloned().unwrap_or_default();
+        gids.extend(o.additional_gids.iter().map(|g| (*g).into()));
+        p["user"]["additionalGids"] = gids.into();
+    }
+    for cap in &o.caps {
+        let name = if cap.to_ascii_uppercase().starts_with("CAP_") { cap.to_ascii_uppercase() } else { format!("CAP_{}", cap.to_ascii_uppercase()) };
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = &mut p["capabilities"][set];
+            if !caps.is_array() {
+                *caps = serde_json::Value::Array(Vec::new());
+            }
+            if let Some(list) = caps.as_array_mut() {
+                list.push(name.clone().into());
+            }
+        }
+    }
+    serde_json::from_value(p).map_err(|e| Error::msg(format!("exec process: {e}")))
+}
+
+/// Everything the child uses: fds opened and pointer arrays built by the parent.
+struct Context<'a> {
+    process: &'a ProcessPlan,
+    sync: RawFd,
+    /// (CLONE_NEW* type, fd, name) in joining order.
+    join: &'a [(i32, RawFd, &'static CStr)],
+    root: RawFd,
+    userns: bool,
+    console: Option<RawFd>,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    preserve_fds: u32,
+}
+
+/// Start `process` in container `id`; returns its pid once it has exec'd
+/// (or the reason it could not, e.g. `exec: "x": executable file not found in $PATH`).
+pub fn exec(root: &Path, id: &str, process: &Process, opts: &ExecOptions) -> Result<i32> {
+    let st = State::load(root, id)?;
+    match st.status(root) {
+        Status::Stopped => return Err(Error::msg(format!("cannot exec in container {id}: it is stopped"))),
+        Status::Paused => return Err(Error::msg(format!("cannot exec in container {id}: it is paused (resume it first)"))),
+        _ => {}
+    }
+    // The container's config (seccomp and the like apply to exec'd processes too), with this process.
+    let mut spec = load_spec(&st.bundle)?;
+    spec.set_process(Some(process.clone()));
+    let plan = process_plan(&spec)?;
+
+    // Namespaces that differ from ours: the init's, opened before the clone.
+    let mut join: Vec<(i32, OwnedFd, &'static CStr)> = Vec::new();
+    let mut pid_ns: Option<OwnedFd> = None;
+    for (name, nstype, cname) in NAMESPACES {
+        let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", st.pid));
+        let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+        let (Ok(a), Ok(b)) = (std::fs::metadata(&theirs), std::fs::metadata(&ours)) else { continue };
+        if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+            continue;
+        }
+        let fd = open_path(&theirs, OFlag::O_RDONLY, "namespace")?;
+        if nstype == libc::CLONE_NEWPID {
+            pid_ns = Some(fd);
+        } else {
+            join.push((nstype, fd, cname));
+        }
+    }
+    let root_fd = open_path(Path::new(&format!("/proc/{}/root", st.pid)), OFlag::O_PATH | OFlag::O_DIRECTORY, "container root")?;
+    // The pid could have been reused between the state check and the opens.
+    if !st.alive() {
+        return Err(Error::msg(format!("cannot exec in container {id}: it is stopped")));
+    }
+    let join_raw: Vec<(i32, RawFd, &'static CStr)> = join.iter().map(|(t, fd, n)| (*t, fd.as_raw_fd(), *n)).collect();
+
+    let console = if plan.terminal {
+        let path = opts.console_socket.as_deref().ok_or_else(|| Error::msg("process.terminal is true: a --console-socket is required"))?;
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?;
+        Some(OwnedFd::from(stream))
+    } else {
+        None
+    };
+
+    let argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let (parent_sock, child_sock) = sync::pair()?;
+    let cgroup_fd = st.cgroup.clone_into_fd();
+    let cx = Context {
+        process: &plan,
+        sync: child_sock.as_raw_fd(),
+        join: &join_raw,
+        root: root_fd.as_raw_fd(),
+        userns: join.iter().any(|(t, _, _)| *t == libc::CLONE_NEWUSER),
+        console: console.as_ref().map(|c| c.as_raw_fd()),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        preserve_fds: opts.preserve_fds,
+    };
+
+    let pid = spawn::with_pid_namespace(pid_ns.as_ref(), || spawn::clone(0, cgroup_fd.as_ref()))?;
+    if pid == 0 {
+        child(&cx);
+    }
+    drop(child_sock);
+    let (pid, attached) = spawn::pid_and_attached(pid, cgroup_fd.is_some());
+
+    let finish = || -> Result<()> {
+        if !attached {
+            st.cgroup.attach(pid)?;
+        }
+        sync::tell(&parent_sock, sync::GO)?;
+        match sync::hear(&parent_sock)? {
+            Heard::Closed => Ok(()), // close-on-exec: the process runs
+            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from exec child"))),
+        }
+    };
+    if let Err(e) = finish() {
+        // Not reaped yet, so the pid is still our child's.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        spawn::reap(pid);
+        return Err(e);
+    }
+    if let Some(pid_file) = &opts.pid_file {
+        if let Err(e) = write_pid_file(pid_file, pid) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            spawn::reap(pid);
+            return Err(e);
+        }
+    }
+    Ok(pid)
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("capsa-tmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
+}
+
+/// The child, from the clone to the execve; never returns. No heap.
+fn child(cx: &Context<'_>) -> ! {
+    match setup(cx) {
+        Ok(exe) => {
+            unsafe { libc::execve(exe.as_ptr(), cx.argv, cx.envp) };
+            sync::send_failure(cx.sync, &Failure::new("exec", exe, crate::mounts::errno()));
+            unsafe { libc::_exit(127) }
+        }
+        Err(f) => {
+            sync::send_failure(cx.sync, &f);
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
+    init::reset_signals();
+    // GO: the parent has put us into the container's cgroup.
+    if sync::recv(cx.sync) != Some(sync::GO) {
+        unsafe { libc::_exit(1) };
+    }
+    for (nstype, fd, name) in cx.join {
+        check_at(unsafe { libc::setns(*fd, *nstype) }, "join namespace", name)?;
+    }
+    // The init's root, whatever it was made with (pivot_root or MS_MOVE + chroot).
+    check(unsafe { libc::fchdir(cx.root) }, "enter the container's root")?;
+    check(unsafe { libc::chroot(c".".as_ptr()) }, "chroot into the container's root")?;
+    check(unsafe { libc::setsid() }, "setsid")?;
+    let exe = init::prepare_process(cx.process, cx.userns, cx.console, cx.preserve_fds)?;
+    // Outlive the runtime from here on (a detached exec's runtime exits now).
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    Ok(exe)
+}
