@@ -178,3 +178,13 @@ def test_user_namespace_mapping(podman):
     assert h.proc_status_field(Path(f"/proc/{pid}/status").read_text(), "Uid").split()[0] == "200000"
     h.wait_for(lambda: podman.ok("logs", name).stdout == "0\nwritable\n", timeout=10, what="container output")
     podman.ok("rm", "-f", "-t", "0", name)
+
+
+def test_update_changes_limits_of_a_running_container(podman):
+    """podman update -> capsa-runtime update --resources: the new limits reach the cgroup."""
+    name = h.new_id("pm")
+    podman.ok("run", "-d", "--name", name, "--memory", "64m", "--pids-limit", "40", IMAGE, "sleep", "1000")
+    pid = inspect(podman, name)["State"]["Pid"]
+    podman.ok("update", "--memory", "96m", name)
+    assert cgroup_limits(pid) == {"memory": 96 * 1024 * 1024, "pids": 40}
+    podman.ok("rm", "-f", "-t", "0", name)
