@@ -53,5 +53,10 @@ demo: setup
 bench: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/start_latency.py
 
+# podman and containerd with capsa-runtime vs runc as their OCI runtime.
+.PHONY: bench-engines
+bench-engines: setup
+	$(PY) benches/engines.py --runs 20
+
 clean:
 	rm -rf $(VENV) target

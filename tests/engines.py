@@ -298,6 +298,7 @@ class Containerd:
         self.fifo_dir = home / "fifo"
         self.proc: subprocess.Popen | None = None
         self.run_dirs_existed = {d: d.exists() for d in (CONTAINERD_RUN_DIR, CONTAINERD_RUN_DIR / "s")}
+        self.started_at = time.time()
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -374,7 +375,16 @@ class Containerd:
         unmount_under(self.home)
         remove_cgroup_everywhere(self.namespace)
         shutil.rmtree(self.home, ignore_errors=True)
-        # the shims' socket dir, if we made it and it is empty
+        # A shim killed above leaves its socket file: remove those nothing
+        # listens on any more that appeared since we started. Then the dirs,
+        # if we made them and they are empty.
+        listening = {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:]}
+        for sock in (CONTAINERD_RUN_DIR / "s").glob("*"):
+            try:
+                if sock.is_socket() and str(sock) not in listening and sock.stat().st_mtime >= self.started_at:
+                    sock.unlink()
+            except OSError:
+                pass
         for d in (CONTAINERD_RUN_DIR / "s", CONTAINERD_RUN_DIR):
             if not self.run_dirs_existed[d]:
                 try:
