@@ -4,9 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev \
-                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils
+                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils zstd
 
-.PHONY: all setup apt venv build cargo-test pytest test demo bench clean
+.PHONY: all setup apt venv build cargo-test pytest test demo bench bench-exec clean
 
 all: build
 
@@ -24,7 +24,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8"
+	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8" "cryptography>=42"
 	@# setuptools' distutils-precedence.pth costs every capsa-runtime start ~2 ms; nothing here needs it.
 	@$(PY) -m pip uninstall -q -y setuptools 2>/dev/null || true
 
@@ -57,6 +57,9 @@ bench: setup
 .PHONY: bench-engines
 bench-engines: setup
 	$(PY) benches/engines.py --runs 20
+
+bench-exec: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/exec_latency.py --runs 50
 
 clean:
 	rm -rf $(VENV) target

@@ -59,13 +59,13 @@ def cgroup_fstype() -> str:
     return fstype
 
 
-def reexec_in_cgroup2_view():
+def reexec_in_cgroup2_view(script: str = __file__):
     if os.environ.get(IN_NS_ENV):
         return
     env = dict(os.environ, **{IN_NS_ENV: "1", ARGV_ENV: json.dumps(sys.orig_argv)})
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', "start_latency",
-            sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
+            'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"', Path(script).stem,
+            sys.executable, os.path.abspath(script), *sys.argv[1:]]
     os.execvpe("unshare", argv, env)
 
 
@@ -73,7 +73,7 @@ def reexec_in_cgroup2_view():
 # Bundle
 # --------------------------------------------------------------------------
 
-def build_bundle(dest: Path) -> Path:
+def build_bundle(dest: Path, args=("true",)) -> Path:
     """The config `capsa-runtime spec` writes, on a busybox rootfs, running `true`;
     without linux.resources (crun 1.8 raises RLIMIT_MEMLOCK before loading its
     device eBPF filter, which fails where root lacks CAP_SYS_RESOURCE) and
@@ -81,7 +81,7 @@ def build_bundle(dest: Path) -> Path:
     sys.path.insert(0, str(REPO / "python"))
     from capsa.demo import busybox_bundle  # noqa: PLC0415 - the repo's own package
 
-    busybox_bundle(dest, ["true"])
+    busybox_bundle(dest, list(args))
     config = json.loads((dest / "config.json").read_text())
     config["hostname"] = "bench"
     config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]

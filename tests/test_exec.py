@@ -200,6 +200,56 @@ def test_exec_forwards_signals(ctx):
         proc.stderr.close()
 
 
+def test_exec_in_created_container(ctx):
+    """The init waits for start in its finished namespaces: exec works already (as with runc)."""
+    cid, _ = ctx.create(["sleep", "1000"])
+    res = ctx.ok("exec", cid, "sh", "-c", "hostname; ps -o pid,args")
+    assert res.stdout.splitlines()[0] == "capsa-test"
+    assert ctx.state(cid)["status"] == "created"
+    ctx.ok("start", cid)
+    assert ctx.state(cid)["status"] == "running"
+
+
+def test_exec_in_user_namespace(ctx):
+    mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    shared = ctx.shared_dir()
+    cid, init = running(ctx, extra_namespaces=["user"], uid_mappings=mapping, gid_mappings=mapping,
+                        extra_mounts=[ctx.bind_mount(shared)])
+    res = ctx.ok("exec", "--user", "1000:1000", cid, "sh", "-c",
+                 "readlink /proc/self/ns/user; cat /proc/self/uid_map; id -u; touch /shared/by-1000")
+    lines = res.stdout.splitlines()
+    assert lines[0] == os.readlink(f"/proc/{init}/ns/user")
+    assert lines[1].split() == ["0", "100000", "65536"]
+    assert lines[2] == "1000"
+    st = os.stat(shared / "by-1000")
+    assert (st.st_uid, st.st_gid) == (101000, 101000)
+
+
+def test_exec_in_no_pivot_container(ctx):
+    cid, bundle = ctx.bundle(["sleep", "1000"])
+    ctx.ok("create", "--no-pivot", "--bundle", bundle, cid)
+    ctx.ok("start", cid)
+    res = ctx.ok("exec", cid, "sh", "-c", f"cat /{h.ROOTFS_MARKER}; ls /")
+    assert res.stdout.splitlines()[0] == "capsa-test"
+    assert "proc" in res.stdout.split()
+
+
+def test_exec_preserve_fds(ctx):
+    cid, _ = running(ctx)
+    out_path = ctx.tmp / "fd3.out"
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        res = ctx.cli("exec", "--preserve-fds", "1", cid, "sh", "-c", "echo via-fd3 >&3",
+                      preexec_fn=lambda: os.dup2(fd, 3), close_fds=False)
+        assert res.returncode == 0, res.describe()
+        res = ctx.cli("exec", cid, "sh", "-c", "echo leaked >&3 || echo closed",
+                      preexec_fn=lambda: os.dup2(fd, 3), close_fds=False)
+    finally:
+        os.close(fd)
+    assert "closed" in res.stdout, res.describe()
+    assert out_path.read_text() == "via-fd3\n"
+
+
 # ==========================================================================
 # Terminal, detach, pid file
 # ==========================================================================
@@ -238,6 +288,45 @@ def test_exec_detach_pid_file(ctx):
     ctx.ok("delete", "--force", cid)
     h.wait_for(lambda: not h.pid_alive(pid), what="the exec'd process to go")
     ctx.assert_nothing_left(cid)
+
+
+def _process_file(ctx, args, terminal=False) -> Path:
+    process = {"terminal": terminal, "user": {"uid": 0, "gid": 0}, "args": args,
+               "env": h.DEFAULT_ENV, "cwd": "/",
+               "capabilities": {k: h.DEFAULT_CAPS for k in ("bounding", "effective", "permitted")},
+               "noNewPrivileges": True}
+    path = ctx.tmp / f"process-{h.new_id('p')}.json"
+    path.write_text(json.dumps(process))
+    return path
+
+
+def test_exec_as_containerd_calls_it(ctx):
+    """go-runc: exec --process FILE --detach --pid-file F ID (stdio are the shim's pipes)."""
+    shared = ctx.shared_dir()
+    cid, _ = running(ctx, extra_mounts=[ctx.bind_mount(shared)])
+    process = _process_file(ctx, ["sh", "-c", "echo from-exec; echo $$ > /shared/inner; exec sleep 1000"])
+    pid_file = ctx.tmp / "exec.pid"
+    res = ctx.ok("exec", "--process", process, "--detach", "--pid-file", pid_file, cid)
+    pid = track(ctx, int(read(pid_file)))
+    h.wait_for(lambda: (shared / "inner").exists() and read(shared / "inner"), what="the process")
+    assert h.pid_alive(pid)
+    assert res.stdout in ("", "from-exec\n")
+
+
+def test_exec_as_conmon_calls_it(ctx):
+    """conmon (podman exec -t): exec --pid-file F --process FILE --detach --tty --console-socket S ID."""
+    cid, _ = running(ctx)
+    recv = h.ConsoleReceiver(ctx.tmp / "console.sock")
+    try:
+        process = _process_file(ctx, ["sh", "-c", "tty; echo conmon-ok; sleep 0.5"], terminal=True)
+        pid_file = ctx.tmp / "exec.pid"
+        ctx.ok("exec", "--pid-file", pid_file, "--process", process, "--detach", "--tty",
+               "--console-socket", recv.path, cid)
+        track(ctx, int(read(pid_file)))
+        out = h.read_pty(recv.get_master(), ["conmon-ok"])
+        assert "/dev/pts/" in out and "conmon-ok" in out, out
+    finally:
+        recv.close()
 
 
 # ==========================================================================

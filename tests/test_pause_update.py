@@ -7,6 +7,7 @@ cgroups, v2 in the cgroup2-only view (tests/helpers.py cgroup2_wrapper).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -106,6 +107,17 @@ def test_delete_force_paused_container(ctx, view):
     ctx.assert_error(res, mentions=[cid])
     ctx.ok("delete", "--force", cid)
     ctx.assert_nothing_left(cid)
+
+
+def test_pause_created_container(ctx):
+    cid, _ = ctx.create(["sleep", "1000"])
+    ctx.ok("pause", cid)
+    assert ctx.state(cid)["status"] == "paused"
+    ctx.assert_error(ctx.cli("start", cid))
+    ctx.ok("resume", cid)
+    assert ctx.state(cid)["status"] == "created"
+    ctx.ok("start", cid)
+    assert ctx.state(cid)["status"] == "running"
 
 
 def test_pause_errors(ctx):
@@ -245,6 +257,29 @@ def test_events_stats_v2(ctx2):
     assert data["cpu"]["usage"]["user"] + data["cpu"]["usage"]["kernel"] > 0
     assert data["pids"]["current"] >= 1
     assert "usage" in data["memory"]
+
+
+def test_events_stream_ends_with_the_container(ctx):
+    """events without --stats: a stats line per interval until the container stops."""
+    if ctx.is_runc:
+        pytest.skip("runc's stream does not end when the container stops")
+    shared = ctx.shared_dir()
+    cid, _ = ctx.create(sh("sleep 1; echo x > /shared/x; sleep 1000"), extra_mounts=[ctx.bind_mount(shared)])
+    ctx.ok("start", cid)
+    argv = [ctx.runtime, "--root", str(ctx.root), "events", "--interval", "100ms", cid]
+    with open(ctx.tmp / "events.out", "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        try:
+            h.wait_for((shared / "x").exists, what="the container to run a while")
+            ctx.ok("kill", cid, "KILL")
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = (ctx.tmp / "events.out").read_text().splitlines()
+    assert len(lines) >= 3, lines
+    assert all(json.loads(l)["type"] == "stats" for l in lines)
 
 
 def test_events_stats_of_stopped_container(ctx):

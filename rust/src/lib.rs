@@ -2,7 +2,7 @@
 //! mechanism lives in its own module. The GIL is released while the core works.
 
 use capsa_core::container::{self, CreateOptions};
-use capsa_core::exec::{ExecOptions, Overrides};
+use capsa_core::exec::{ExecOptions, Overrides, ToRun};
 use capsa_core::{control, error, exec as exec_mod, state};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -188,18 +188,15 @@ fn exec(
     let opts = ExecOptions { console_socket, pid_file, preserve_fds };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
-        let process = match (process_json, process_file) {
-            (Some(text), _) => exec_mod::parse_process(&text, "the process argument")?,
+        let to_run = match (process_json, process_file) {
+            (Some(text), _) => ToRun::Process(Box::new(exec_mod::parse_process(&text, "the process argument")?)),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| error::Error::io("read process file", &path, e))?;
-                exec_mod::parse_process(&text, &path.display().to_string())?
+                ToRun::Process(Box::new(exec_mod::parse_process(&text, &path.display().to_string())?))
             }
-            (None, None) => {
-                let o = Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty };
-                exec_mod::process_with(&root, &id, &o)?
-            }
+            (None, None) => ToRun::Overrides(Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty }),
         };
-        let pid = exec_mod::exec(&root, &id, &process, &opts)?;
+        let pid = exec_mod::exec(&root, &id, &to_run, &opts)?;
         if detach {
             return Ok(pid);
         }

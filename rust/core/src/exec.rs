@@ -62,15 +62,19 @@ pub fn parse_process(text: &str, origin: &str) -> Result<Process> {
     serde_json::from_str(text).map_err(|e| Error::msg(format!("invalid process in {origin}: {e}")))
 }
 
-/// The process of the container's config.json with the overrides applied.
-pub fn process_with(root: &Path, id: &str, o: &Overrides) -> Result<Process> {
+/// What to run: a whole runtime-spec process, or runc's `exec ID ARGS...`
+/// form (the container's own process with overrides).
+pub enum ToRun {
+    Process(Box<Process>),
+    Overrides(Overrides),
+}
+
+/// `base` (the container's process) with the overrides applied, as runc does.
+pub fn apply_overrides(base: &Process, o: &Overrides) -> Result<Process> {
     if o.args.is_empty() {
         return Err(Error::msg("exec needs a command to run (or --process FILE)"));
     }
-    let st = State::load(root, id)?;
-    let spec = load_spec(&st.bundle)?;
-    let base = spec.process().clone().unwrap_or_default();
-    let mut p = serde_json::to_value(&base).map_err(|e| Error::msg(format!("encode process: {e}")))?;
+    let mut p = serde_json::to_value(base).map_err(|e| Error::msg(format!("encode process: {e}")))?;
     p["args"] = o.args.clone().into();
     if let Some(cwd) = &o.cwd {
         p["cwd"] = cwd.clone().into();
@@ -125,7 +129,7 @@ struct Context<'a> {
 
 /// Start `process` in container `id`; returns its pid once it has exec'd
 /// (or the reason it could not, e.g. `exec: "x": executable file not found in $PATH`).
-pub fn exec(root: &Path, id: &str, process: &Process, opts: &ExecOptions) -> Result<i32> {
+pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result<i32> {
     let st = State::load(root, id)?;
     match st.status(root) {
         Status::Stopped => return Err(Error::msg(format!("cannot exec in container {id}: it is stopped"))),
@@ -134,7 +138,11 @@ pub fn exec(root: &Path, id: &str, process: &Process, opts: &ExecOptions) -> Res
     }
     // The container's config (seccomp and the like apply to exec'd processes too), with this process.
     let mut spec = load_spec(&st.bundle)?;
-    spec.set_process(Some(process.clone()));
+    let process = match to_run {
+        ToRun::Process(p) => (**p).clone(),
+        ToRun::Overrides(o) => apply_overrides(&spec.process().clone().unwrap_or_default(), o)?,
+    };
+    spec.set_process(Some(process));
     let plan = process_plan(&spec)?;
 
     // Namespaces that differ from ours: the init's, opened before the clone.
@@ -257,4 +265,52 @@ fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
     // Outlive the runtime from here on (a detached exec's runtime exits now).
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
     Ok(exe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Process {
+        parse_process(
+            r#"{"args":["sleep","1"],"cwd":"/","env":["PATH=/bin","A=1"],"user":{"uid":0,"gid":0},
+                "capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]},
+                "noNewPrivileges":true,"terminal":true}"#,
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn overrides_as_runc_applies_them() {
+        let o = Overrides {
+            args: vec!["sh".into(), "-c".into(), "id".into()],
+            env: vec!["B=2".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("1000:100".into()),
+            additional_gids: vec![5],
+            caps: vec!["net_admin".into()],
+            no_new_privs: None,
+            tty: false,
+        };
+        let p = apply_overrides(&base(), &o).unwrap();
+        assert_eq!(p.args().as_deref().unwrap(), ["sh", "-c", "id"]);
+        assert_eq!(p.env().as_deref().unwrap(), ["PATH=/bin", "A=1", "B=2"]);
+        assert_eq!(p.cwd(), Path::new("/tmp"));
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 100));
+        assert_eq!(p.user().additional_gids().as_deref(), Some(&[5][..]));
+        assert_eq!(p.capabilities().as_ref().unwrap().effective().as_ref().unwrap().len(), 2);
+        assert_eq!(p.no_new_privileges(), Some(true));
+        assert_eq!(p.terminal(), Some(false), "a terminal only when asked for");
+    }
+
+    #[test]
+    fn bad_overrides() {
+        let no_args = Overrides::default();
+        assert!(apply_overrides(&base(), &no_args).unwrap_err().0.contains("command"));
+        let bad_user = Overrides { args: vec!["x".into()], user: Some("bob".into()), ..Default::default() };
+        assert!(apply_overrides(&base(), &bad_user).unwrap_err().0.contains("UID"));
+        let bad_cap = Overrides { args: vec!["x".into()], caps: vec!["CAP_NOPE".into()], ..Default::default() };
+        assert!(apply_overrides(&base(), &bad_cap).is_err());
+    }
 }

@@ -32,7 +32,7 @@ impl Cgroup {
                 loop {
                     // A task stuck in an uninterruptible sleep can hold a freeze in
                     // FREEZING; thawing and freezing again now and then lets it through.
-                    if tries > 0 && tries % 200 == 0 {
+                    if tries > 0 && tries.is_multiple_of(200) {
                         super::write(dir, "freezer.state", "THAWED")?;
                     }
                     super::write(dir, "freezer.state", "FROZEN")?;
