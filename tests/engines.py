@@ -96,6 +96,15 @@ def cgroup_limits(pid: int) -> dict:
     return limits
 
 
+def require_seccomp(runtime: str) -> None:
+    """Skip when this capsa-runtime does not apply linux.seccomp yet."""
+    import json
+
+    res = h.run_cmd([runtime, "features"], timeout=30)
+    if not json.loads(res.stdout or "{}").get("linux", {}).get("seccomp", {}).get("enabled"):
+        pytest.skip("needs capsa-runtime seccomp")
+
+
 # --------------------------------------------------------------------------
 # The image
 # --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import helpers as h
-from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command
+from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command, require_seccomp
 from engines import (busybox_tar, containerd, containerd_daemon, docker_archive,  # noqa: F401  (fixtures)
                      podman_home)
 
@@ -134,3 +134,10 @@ def test_resource_limits_reach_the_cgroup(containerd):
     assert cgroup_limits(pid)["memory"] == 64 * 1024 * 1024
     assert f"/{containerd.namespace}/{cid}" in Path(f"/proc/{pid}/cgroup").read_text()
     containerd.ok("task", "kill", "--signal", "SIGKILL", cid)
+
+
+def test_default_seccomp_profile_applies(containerd):
+    """ctr run --seccomp puts containerd's default profile in config.json."""
+    require_seccomp(containerd.runtime)
+    res = containerd.ok("run", "--rm", "--seccomp", IMAGE, h.new_id("ctr"), "grep", "^Seccomp:", "/proc/self/status")
+    assert res.stdout.split() == ["Seccomp:", "2"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import helpers as h
-from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command
+from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command, require_seccomp
 from engines import busybox_tar, podman, podman_home  # noqa: F401  (fixtures)
 
 
@@ -182,9 +182,30 @@ def test_user_namespace_mapping(podman):
 
 def test_update_changes_limits_of_a_running_container(podman):
     """podman update -> capsa-runtime update --resources: the new limits reach the cgroup."""
+    require_runtime_command(podman.runtime, "update")
     name = h.new_id("pm")
     podman.ok("run", "-d", "--name", name, "--memory", "64m", "--pids-limit", "40", IMAGE, "sleep", "1000")
     pid = inspect(podman, name)["State"]["Pid"]
     podman.ok("update", "--memory", "96m", name)
     assert cgroup_limits(pid) == {"memory": 96 * 1024 * 1024, "pids": 40}
+    podman.ok("rm", "-f", "-t", "0", name)
+
+
+def test_default_seccomp_profile_applies(podman):
+    """podman puts its default profile (containers-common) in config.json;
+    --security-opt seccomp=unconfined leaves it out."""
+    require_seccomp(podman.runtime)
+    script = "grep ^Seccomp: /proc/self/status"
+    assert podman.ok("run", "--rm", IMAGE, "sh", "-c", script).stdout.split() == ["Seccomp:", "2"]
+    res = podman.ok("run", "--rm", "--security-opt", "seccomp=unconfined", IMAGE, "sh", "-c", script)
+    assert res.stdout.split() == ["Seccomp:", "0"]
+
+
+def test_exec_gets_the_seccomp_profile(podman):
+    require_seccomp(podman.runtime)
+    require_runtime_command(podman.runtime, "exec")
+    name = h.new_id("pm")
+    podman.ok("run", "-d", "--name", name, IMAGE, "sleep", "1000")
+    res = podman.ok("exec", name, "grep", "^Seccomp:", "/proc/self/status")
+    assert res.stdout.split() == ["Seccomp:", "2"]
     podman.ok("rm", "-f", "-t", "0", name)
