@@ -62,8 +62,17 @@ def _kill_processes_mentioning(fragment: str) -> None:
             h.kill_quietly(int(entry))
 
 
+def cgroup_dirs(rel: str) -> list[Path]:
+    """Existing dirs for a cgroup path in every hierarchy: v1 controllers,
+    the hybrid unified mount, or /sys/fs/cgroup itself on a v2-only host."""
+    found = h.cgroup_dirs(rel)
+    if (h.CGROUP_ROOT / "cgroup.controllers").exists() and (h.CGROUP_ROOT / rel.strip("/")).is_dir():
+        found.append(h.CGROUP_ROOT / rel.strip("/"))
+    return found
+
+
 def remove_cgroup_everywhere(rel: str) -> None:
-    for d in h.cgroup_dirs(rel):
+    for d in cgroup_dirs(rel):
         h.remove_cgroup_tree(d)
 
 
@@ -217,7 +226,7 @@ class Podman:
             if (DEFAULT_RUNTIME_ROOT / cid).exists():
                 problems.append(f"runtime state left: {DEFAULT_RUNTIME_ROOT / cid}")
                 h.run_cmd([self.runtime, "delete", "--force", cid])
-            for d in h.cgroup_dirs(f"{self.cgroup_parent}/libpod-{cid}"):
+            for d in cgroup_dirs(f"{self.cgroup_parent}/libpod-{cid}"):
                 problems.append(f"cgroup left: {d}")
         remove_cgroup_everywhere(self.cgroup_parent)
         return problems
@@ -371,7 +380,7 @@ class Containerd:
             for left in state.iterdir():
                 problems.append(f"runtime state left: {left}")
                 h.run_cmd([self.runtime, "--root", state, "delete", "--force", left.name])
-        for d in h.cgroup_dirs(self.namespace):
+        for d in cgroup_dirs(self.namespace):
             if any(sub.is_dir() for sub in d.iterdir()):
                 problems.append(f"cgroups left under {d}: {[s.name for s in d.iterdir() if s.is_dir()]}")
         return problems

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import helpers as h
-from engines import IMAGE, cgroup_limits, pty_session, require_runtime_command, require_seccomp
+from engines import IMAGE, cgroup_dirs, cgroup_limits, pty_session, require_runtime_command, require_seccomp
 from engines import (busybox_tar, containerd, containerd_daemon, docker_archive,  # noqa: F401  (fixtures)
                      podman_home)
 
@@ -76,7 +76,7 @@ def test_task_kill_sigkill_and_exit_status(containerd):
     assert not h.pid_alive(pid)
     containerd.ok("task", "delete", cid)
     containerd.ok("containers", "delete", cid)
-    assert h.cgroup_dirs(f"{containerd.namespace}/{cid}") == []
+    assert cgroup_dirs(f"{containerd.namespace}/{cid}") == []
 
 
 def test_task_exec(containerd):
