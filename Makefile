@@ -24,7 +24,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8" "cryptography>=42"
+	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8" "cryptography>=42" "zstandard>=0.22"
 	@# setuptools' distutils-precedence.pth costs every capsa-runtime start ~2 ms; nothing here needs it.
 	@$(PY) -m pip uninstall -q -y setuptools 2>/dev/null || true
 
@@ -61,5 +61,15 @@ bench-engines: setup
 bench-exec: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/exec_latency.py --runs 50
 
+# Layer extraction: capsa vs tar -xzf vs umoci unpack (debootstraps its layer once, cached in /var/tmp/capsa-bench).
+.PHONY: bench-extract
+bench-extract: setup
+	$(PY) benches/extract.py --runs 10
+
 clean:
 	rm -rf $(VENV) target
+
+# Pull of a 4-layer Debian image from a local registry: capsa vs skopeo+umoci vs podman.
+.PHONY: bench-pull
+bench-pull: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/pull.py

@@ -7,10 +7,13 @@ root, in its cgroup, with the process's own args/env/cwd/user/caps/rlimits.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -270,6 +273,31 @@ def test_exec_tty_through_console_socket(ctx):
         recv.close()
 
 
+def test_exec_tty_relayed_by_the_runtime(ctx):
+    """A foreground exec -t without a console socket: the runtime keeps the pty
+    and relays it to its own terminal (as runc does), window size included."""
+    cid, _ = running(ctx)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    argv = ctx.prefix + [ctx.runtime, "--root", str(ctx.root), "exec", "-t", cid, "sh", "-c",
+                         "tty; [ -t 0 ] && echo in-tty; stty size; exit 3"]
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        out = h.read_pty(master, ["30 100"], timeout=20)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    if ctx.is_runc and (code != 3 or "30 100" not in out):
+        pytest.skip(f"runc 1.1's relay raced the process's exit this time (exit {code}, output {out!r})")
+    assert code == 3, out
+    assert "/dev/pts/" in out and "in-tty" in out, out
+    assert "30 100" in out, out
+
+
 def test_exec_detach_pid_file(ctx):
     shared = ctx.shared_dir()
     cid, init = running(ctx, extra_mounts=[ctx.bind_mount(shared)])
@@ -290,11 +318,13 @@ def test_exec_detach_pid_file(ctx):
     ctx.assert_nothing_left(cid)
 
 
-def _process_file(ctx, args, terminal=False) -> Path:
+def _process_file(ctx, args, terminal=False, console_size=None) -> Path:
     process = {"terminal": terminal, "user": {"uid": 0, "gid": 0}, "args": args,
                "env": h.DEFAULT_ENV, "cwd": "/",
                "capabilities": {k: h.DEFAULT_CAPS for k in ("bounding", "effective", "permitted")},
                "noNewPrivileges": True}
+    if console_size:
+        process["consoleSize"] = console_size
     path = ctx.tmp / f"process-{h.new_id('p')}.json"
     path.write_text(json.dumps(process))
     return path
@@ -318,13 +348,15 @@ def test_exec_as_conmon_calls_it(ctx):
     cid, _ = running(ctx)
     recv = h.ConsoleReceiver(ctx.tmp / "console.sock")
     try:
-        process = _process_file(ctx, ["sh", "-c", "tty; echo conmon-ok; sleep 0.5"], terminal=True)
+        process = _process_file(ctx, ["sh", "-c", "tty; stty size; echo conmon-ok; sleep 0.5"], terminal=True,
+                                console_size={"height": 25, "width": 90})
         pid_file = ctx.tmp / "exec.pid"
         ctx.ok("exec", "--pid-file", pid_file, "--process", process, "--detach", "--tty",
                "--console-socket", recv.path, cid)
         track(ctx, int(read(pid_file)))
         out = h.read_pty(recv.get_master(), ["conmon-ok"])
         assert "/dev/pts/" in out and "conmon-ok" in out, out
+        assert "25 90" in out, "process.consoleSize sets the pty's size"
     finally:
         recv.close()
 

@@ -77,7 +77,8 @@ class Runtime:
         process dict, or the args for the container's own process (which env,
         cwd, user "UID[:GID]", additional_gids, caps, no_new_privs and tty
         change, as with `runc exec ID ARGS...`). Returns the exit code (128+N
-        when killed by signal N), or with detach=True the pid at once."""
+        when killed by signal N), or with detach=True the pid at once: the
+        process is then a child of this one (os.waitpid collects its status)."""
         if isinstance(process, dict):
             import json
 

@@ -18,6 +18,7 @@ use oci_spec::runtime::Process;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 /// The namespaces a process can join, user first and mount last: setns into
@@ -39,6 +40,15 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// A terminal without a console socket: the runtime keeps the pty master
+    /// (for a foreground `exec -t`, see tty.rs). Otherwise that is an error.
+    pub relay_terminal: bool,
+}
+
+/// A started process; `terminal` is its pty master when the runtime relays it.
+pub struct Started {
+    pub pid: i32,
+    pub terminal: Option<OwnedFd>,
 }
 
 /// runc's `exec ID ARGS...` form: the container's own process with these changes.
@@ -129,7 +139,7 @@ struct Context<'a> {
 
 /// Start `process` in container `id`; returns its pid once it has exec'd
 /// (or the reason it could not, e.g. `exec: "x": executable file not found in $PATH`).
-pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result<i32> {
+pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result<Started> {
     let st = State::load(root, id)?;
     match st.status(root) {
         Status::Stopped => return Err(Error::msg(format!("cannot exec in container {id}: it is stopped"))),
@@ -143,7 +153,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         ToRun::Overrides(o) => apply_overrides(&spec.process().clone().unwrap_or_default(), o)?,
     };
     spec.set_process(Some(process));
-    let plan = process_plan(&spec)?;
+    let mut plan = process_plan(&spec)?;
 
     // Namespaces that differ from ours: the init's, opened before the clone.
     let mut join: Vec<(i32, OwnedFd, &'static CStr)> = Vec::new();
@@ -169,12 +179,21 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     }
     let join_raw: Vec<(i32, RawFd, &'static CStr)> = join.iter().map(|(t, fd, n)| (*t, fd.as_raw_fd(), *n)).collect();
 
-    let console = if plan.terminal {
-        let path = opts.console_socket.as_deref().ok_or_else(|| Error::msg("process.terminal is true: a --console-socket is required"))?;
-        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?;
-        Some(OwnedFd::from(stream))
-    } else {
-        None
+    let mut relay_end: Option<UnixStream> = None;
+    let console = match (plan.terminal, &opts.console_socket) {
+        (false, _) => None,
+        (true, Some(path)) => {
+            let stream = UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?;
+            Some(OwnedFd::from(stream))
+        }
+        (true, None) if opts.relay_terminal => {
+            // The pty starts at our terminal's size, before the process can ask.
+            plan.console_size = crate::tty::window_size().or(plan.console_size);
+            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
+            relay_end = Some(ours);
+            Some(OwnedFd::from(theirs))
+        }
+        (true, None) => return Err(Error::msg("process.terminal is true: a --console-socket is required")),
     };
 
     let argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
@@ -217,14 +236,16 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         spawn::reap(pid);
         return Err(e);
     }
-    if let Some(pid_file) = &opts.pid_file {
-        if let Err(e) = write_pid_file(pid_file, pid) {
+    let terminal = relay_end.as_ref().map(crate::tty::receive_master).transpose();
+    let written = opts.pid_file.as_ref().map(|f| write_pid_file(f, pid)).transpose();
+    match (terminal, written) {
+        (Ok(terminal), Ok(_)) => Ok(Started { pid, terminal }),
+        (Err(e), _) | (_, Err(e)) => {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             spawn::reap(pid);
-            return Err(e);
+            Err(e)
         }
     }
-    Ok(pid)
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {

@@ -124,7 +124,7 @@ pub(crate) fn reset_signals() {
 /// executable, fds, user and capabilities. Returns the executable.
 pub(crate) fn prepare_process(p: &ProcessPlan, userns: bool, console_sock: Option<RawFd>, preserve_fds: u32) -> Result<&CStr, Failure<'_>> {
     if let Some(sock) = console_sock {
-        console(sock)?;
+        console(sock, p.console_size)?;
     }
     for (resource, soft, hard) in &p.rlimits {
         let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
@@ -224,9 +224,13 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
 }
 
 /// A pty whose master goes to the console socket and whose slave becomes stdio.
-fn console(sock: RawFd) -> Result<(), Failure<'static>> {
+fn console(sock: RawFd, size: Option<(u16, u16)>) -> Result<(), Failure<'static>> {
     let master = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     check_at(master, "open", c"/dev/ptmx")?;
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        check(unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) }, "set the console size")?;
+    }
     let unlock: libc::c_int = 0;
     check(unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) }, "unlock pty")?;
     let slave = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };

@@ -41,6 +41,8 @@ pub struct ProcessPlan {
     pub rlimits: Vec<(u32, u64, u64)>,
     pub no_new_privs: bool,
     pub terminal: bool,
+    /// process.consoleSize as (rows, columns), set on the pty.
+    pub console_size: Option<(u16, u16)>,
     pub oom_score_adj: Option<i32>,
 }
 
@@ -328,6 +330,7 @@ pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         rlimits,
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
+        console_size: p.console_size().map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
         oom_score_adj: p.oom_score_adj(),
     })
 }

@@ -1,0 +1,190 @@
+//! A terminal without a console socket (a foreground `exec -t`, as runc
+//! offers it): the runtime keeps the pty master itself and relays it to its
+//! own stdin/stdout, in raw mode while the process runs, passing on window
+//! size changes and signals, until the process exits.
+
+use crate::error::{errno_text, Error, Result};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// The signals passed on to the process; SIGWINCH instead resizes the pty.
+const FORWARDED: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+/// The pty master the process's setup sent over the console socket pair.
+pub fn receive_master(sock: &UnixStream) -> Result<OwnedFd> {
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| Error::msg(format!("receive the pty master: {}", errno_text(e))))?;
+    for c in msg.cmsgs().map_err(|e| Error::msg(format!("receive the pty master: {}", errno_text(e))))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(Error::msg("receive the pty master: no file descriptor came"))
+}
+
+/// Our terminal's settings, restored on drop.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return RawMode(None);
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return RawMode(None);
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
+}
+
+/// Our terminal's (rows, columns), if stdin is one.
+pub fn window_size() -> Option<(u16, u16)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    (unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+fn copy_window_size(master: RawFd) {
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
+        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        data = &data[n as usize..];
+    }
+}
+
+/// What is left in the master, without waiting for more.
+fn drain(m: RawFd, buf: &mut [u8]) {
+    loop {
+        let mut p = libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 };
+        if unsafe { libc::poll(&mut p, 1, 0) } <= 0 {
+            return;
+        }
+        let n = unsafe { libc::read(m, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n <= 0 {
+            return;
+        }
+        write_all(1, &buf[..n as usize]);
+    }
+}
+
+/// Relay until our child `pid` exits; its exit code (128+N when killed by signal N).
+pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
+    let sys = |what: &str| Error::msg(format!("{what}: {}", errno_text(nix::errno::Errno::last())));
+    let m = master.as_raw_fd();
+    let _raw = RawMode::enter();
+    copy_window_size(m);
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED.iter().chain(&[libc::SIGWINCH]) {
+            libc::sigaddset(&mut set, *s);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        struct Restore(libc::sigset_t);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+            }
+        }
+        let _restore = Restore(old);
+        let sfd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        if sfd < 0 {
+            return Err(sys("signalfd"));
+        }
+        let sfd = OwnedFd::from_raw_fd(sfd);
+        let pfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        if pfd < 0 {
+            return Err(sys("pidfd_open"));
+        }
+        let pfd = OwnedFd::from_raw_fd(pfd);
+        let mut stdin_open = true;
+        let mut master_open = true;
+        let mut buf = [0u8; 8192];
+        loop {
+            let mut fds = [
+                libc::pollfd { fd: pfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: if master_open { m } else { -1 }, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            ];
+            if libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) < 0 {
+                if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                    continue;
+                }
+                return Err(sys("poll"));
+            }
+            if fds[1].revents & libc::POLLIN != 0 {
+                let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+                let n = libc::read(sfd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, std::mem::size_of::<libc::signalfd_siginfo>());
+                if n > 0 {
+                    if info.ssi_signo as i32 == libc::SIGWINCH {
+                        copy_window_size(m);
+                    } else {
+                        libc::kill(pid, info.ssi_signo as i32);
+                    }
+                }
+            }
+            if fds[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                let n = libc::read(m, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+                if n > 0 {
+                    write_all(1, &buf[..n as usize]);
+                } else {
+                    master_open = false; // EIO: every slave fd is closed
+                }
+            }
+            if fds[3].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                let n = libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+                if n > 0 {
+                    write_all(m, &buf[..n as usize]);
+                } else {
+                    stdin_open = false;
+                }
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                // The process is gone: pass on what it wrote last, then reap it.
+                if master_open {
+                    drain(m, &mut buf);
+                }
+                let mut status = 0;
+                if libc::waitpid(pid, &mut status, 0) == pid {
+                    return Ok(crate::spawn::exit_code(status));
+                }
+                return Err(sys("waitpid"));
+            }
+        }
+    }
+}
