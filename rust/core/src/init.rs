@@ -24,6 +24,8 @@ pub struct Context<'a> {
     pub preserve_fds: u32,
     /// On v1 the cgroup namespace is made after the parent moved us into our cgroup.
     pub unshare_cgroupns: bool,
+    /// stdin of the createContainer and startContainer hooks (state JSON memfds).
+    pub hook_state: Option<(RawFd, RawFd)>,
 }
 
 /// The child's whole life; never returns.
@@ -82,7 +84,7 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     }
     check(unsafe { libc::setsid() }, "setsid")?;
 
-    setup_rootfs(plan)?;
+    setup_rootfs(cx)?;
 
     if let Some(h) = &plan.hostname {
         check_at(unsafe { libc::sethostname(h.as_ptr(), h.to_bytes().len()) }, "set hostname", h)?;
@@ -110,6 +112,14 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     unsafe {
         libc::syscall(libc::SYS_close_range, 3 + cx.preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
     }
+    if let Some(persona) = plan.personality {
+        check(unsafe { libc::personality(persona) }, "set personality")?;
+    }
+    // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: do it
+    // while we have it (as runc does); otherwise as late as possible.
+    if !p.no_new_privs {
+        load_seccomp(plan)?;
+    }
     set_identity(plan)?;
     if p.no_new_privs {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "set no_new_privs")?;
@@ -126,18 +136,52 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
             // Blocks until `start` opens the fifo for reading.
             let fd = unsafe { libc::openat(proc_fd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
             check_at(fd, "open exec fifo", path)?;
-            unsafe { libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) };
+            // `start` reads "0", or the reason the container could not start.
+            match before_exec(cx) {
+                Ok(()) => unsafe {
+                    libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+                },
+                Err(f) => {
+                    let mut text = crate::failure::StackText::new();
+                    let _ = std::fmt::Write::write_char(&mut text, 'E');
+                    f.render(&mut text);
+                    unsafe { libc::write(fd, text.as_bytes().as_ptr() as *const libc::c_void, text.as_bytes().len()) };
+                    return Err(f);
+                }
+            }
         }
         None => {
             if sync::recv(cx.sync) != Some(sync::START) {
                 unsafe { libc::_exit(1) };
             }
+            before_exec(cx)?;
         }
     }
     Ok(exe)
 }
 
-fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
+/// Once started: the startContainer hooks, then (with no_new_privs) the
+/// seccomp filter, the last thing before execve.
+fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
+    let plan = cx.plan;
+    if let Some((_, created)) = cx.hook_state {
+        crate::hooks::run_in_init(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;
+    }
+    if plan.process.no_new_privs {
+        load_seccomp(plan)?;
+    }
+    Ok(())
+}
+
+fn load_seccomp(plan: &Plan) -> Result<(), Failure<'_>> {
+    match &plan.seccomp {
+        Some(filter) => filter.load().map_err(|e| Failure::bare("load seccomp filter", e)),
+        None => Ok(()),
+    }
+}
+
+fn setup_rootfs<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
+    let plan = cx.plan;
     let root = &plan.rootfs;
     mount(std::ptr::null(), c"/", std::ptr::null(), plan.root_propagation, std::ptr::null())
         .map_err(|e| Failure::new("make / a slave mount", c"/", e))?;
@@ -167,6 +211,15 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         }
     }
 
+    // The container's mounts exist, pivot_root has not happened: the
+    // runtime's prestart/createRuntime hooks, then createContainer.
+    if plan.hooks.runtime_pause && (!sync::send(cx.sync, sync::HOOKS) || sync::recv(cx.sync) != Some(sync::RESUME)) {
+        unsafe { libc::_exit(1) };
+    }
+    if let Some((creating, _)) = cx.hook_state {
+        crate::hooks::run_in_init(&plan.hooks.create_container, creating, &crate::hooks::CREATE_CONTAINER)?;
+    }
+
     check_at(unsafe { libc::chdir(root.as_ptr()) }, "chdir to rootfs", root)?;
     if plan.no_pivot {
         mount(root.as_ptr(), c"/", std::ptr::null(), libc::MS_MOVE, std::ptr::null())
@@ -185,6 +238,8 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         mount(std::ptr::null(), c"/", std::ptr::null(), plan.rootfs_propagation, std::ptr::null())
             .map_err(|e| Failure::new("set rootfsPropagation on", c"/", e))?;
     }
+    // Before maskedPaths and readonlyPaths, which usually cover /proc/sys.
+    crate::sysctl::apply(&plan.sysctls)?;
     for path in &plan.masked {
         let r = if is_dir(path) {
             mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null())

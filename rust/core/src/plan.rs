@@ -70,6 +70,12 @@ pub struct Plan {
     pub masked: Vec<CString>,
     pub readonly: Vec<CString>,
     pub process: ProcessPlan,
+    /// linux.seccomp, compiled: loaded by the init as late as it can be.
+    pub seccomp: Option<crate::seccomp::Filter>,
+    pub sysctls: Vec<crate::sysctl::Sysctl>,
+    /// personality(2) persona for linux.personality.
+    pub personality: Option<libc::c_ulong>,
+    pub hooks: crate::hooks::InitHooks,
 }
 
 impl Plan {
@@ -203,6 +209,30 @@ impl Plan {
             });
         }
 
+        if linux.intel_rdt().is_some() {
+            return Err(Error::msg("linux.intelRdt is not supported by capsa-runtime (no resctrl support)"));
+        }
+        let seccomp = linux.seccomp().as_ref().map(crate::seccomp::Filter::compile).transpose()?;
+        let sysctl_ns = crate::sysctl::Namespaces {
+            ipc: new_namespaces & libc::CLONE_NEWIPC as u64 != 0,
+            uts: new_namespaces & libc::CLONE_NEWUTS as u64 != 0,
+            net: has(new_namespaces, &join, libc::CLONE_NEWNET),
+        };
+        let sysctls = crate::sysctl::plan(linux.sysctl().as_ref(), &sysctl_ns)?;
+        let personality = match linux.personality() {
+            None => None,
+            Some(p) => {
+                if let Some(flag) = p.flags().iter().flatten().next() {
+                    return Err(Error::msg(format!("linux.personality flag {flag} is not supported")));
+                }
+                Some(match p.domain() {
+                    oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000, // PER_LINUX
+                    oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008, // PER_LINUX32
+                })
+            }
+        };
+        crate::hooks::validate(spec.hooks().as_ref())?;
+
         let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
             None | Some("") => 0,
             Some(p) => propagation(p).ok_or_else(|| Error::msg(format!("unknown rootfsPropagation {p}")))?,
@@ -228,6 +258,10 @@ impl Plan {
             masked: linux.masked_paths().iter().flatten().map(|p| cstring(p)).collect(),
             readonly: linux.readonly_paths().iter().flatten().map(|p| cstring(p)).collect(),
             process: process_plan(spec)?,
+            seccomp,
+            sysctls,
+            personality,
+            hooks: crate::hooks::InitHooks::new(spec.hooks().as_ref()),
         })
     }
 

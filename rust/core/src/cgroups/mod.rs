@@ -2,6 +2,7 @@
 //! container's cgroup lives in each hierarchy, and its life: create, limit,
 //! attach, list, remove. The per-version file formats are in `v1` and `v2`.
 
+pub mod devices;
 pub mod v1;
 pub mod v2;
 
