@@ -155,3 +155,13 @@ def test_notify_is_refused_clearly(ctx):
     res = ctx.cli("run", "--bundle", bundle, cid)
     ctx.assert_error(res, mentions=["SCMP_ACT_NOTIFY"])
     ctx.assert_nothing_left(cid)
+
+
+def test_filter_without_no_new_privileges_for_a_non_root_user(ctx):
+    # Without no_new_privs the filter must be loaded while CAP_SYS_ADMIN is
+    # still held, before the switch to the container's user.
+    res = run_with(ctx, sh("id -u; mkdir /tmp/a; echo rc=$?"), deny(["mkdir", "mkdirat"], errno=28),
+                   no_new_privileges=False, user={"uid": 1000, "gid": 1000})
+    assert res.ok, res.describe()
+    assert res.stdout.split()[0] == "1000" and "rc=1" in res.stdout, res.describe()
+    assert "No space left on device" in res.stderr, res.describe()
