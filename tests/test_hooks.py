@@ -6,6 +6,7 @@ CAPSA_TEST_RUNTIME=runc."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -175,3 +176,30 @@ def test_relative_hook_path_is_refused(ctx):
     res = ctx.cli("create", "--bundle", bundle, cid)
     ctx.assert_error(res, capsa_mentions=["absolute"])
     ctx.assert_nothing_left(cid)
+
+
+def test_in_container_hooks_run_in_its_namespaces(ctx):
+    """createContainer and startContainer run in the container's user, uts
+    and pid namespaces; prestart in the runtime's."""
+    mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    shared = ctx.shared_dir()
+
+    def probe(out_dir, kind):
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"{{ readlink /proc/self/ns/uts; readlink /proc/self/ns/user; "
+                                                         f"readlink /proc/self/ns/pid; }} > {out_dir}/{kind}"]}
+    hooks = {"prestart": [probe(str(shared), "prestart")],
+             "createContainer": [probe(str(shared), "createContainer")],
+             "startContainer": [probe("/shared", "startContainer")]}
+    cid, bundle, _ = with_hooks(ctx, ["sh", "-c", "readlink /proc/self/ns/user > /shared/process; "
+                                                  "readlink /proc/self/ns/pid >> /shared/process; "
+                                                  "readlink /proc/self/ns/uts >> /shared/process"],
+                                hooks, extra_namespaces=["user"], uid_mappings=mapping, gid_mappings=mapping,
+                                hostname="hooked", extra_mounts=[ctx.bind_mount(shared)])
+    res = ctx.cli("run", "--bundle", bundle, cid)
+    assert res.ok, res.describe()
+    user_ns, pid_ns, uts_ns = (shared / "process").read_text().split()
+    for kind in ("createContainer", "startContainer"):
+        uts, user, pid = (shared / kind).read_text().split()
+        assert (uts, user, pid) == (uts_ns, user_ns, pid_ns), kind
+    uts, user, pid = (shared / "prestart").read_text().split()
+    assert (uts, user, pid) == tuple(os.readlink(f"/proc/self/ns/{n}") for n in ("uts", "user", "pid"))
