@@ -22,7 +22,7 @@ def sh(script):
 
 def test_sigkill_mid_create_then_delete_force_cleans_everything(ctx):
     if ctx.is_runc:
-        pytest.skip("runc 1.1 leaves its init and cgroup behind when killed mid-create")
+        pytest.skip("runc 1.1 keeps no state until create ends: killed mid-create, it leaves its cgroups behind")
     shared = ctx.shared_dir()
     # The createRuntime hook holds create half-way: namespaces, cgroup,
     # mounts and the init exist; create has not finished.
