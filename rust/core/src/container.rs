@@ -339,16 +339,12 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 }
 
 /// SIGKILL the init and everything in the cgroup, and wait until they are gone.
+/// Only for a live init (never pid 0 of a create killed before its clone).
 fn stop_all(st: &State) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    // pid 0 (a create killed before its clone) would mean our own process group.
-    if st.alive() {
-        unsafe { libc::kill(st.pid, libc::SIGKILL) };
-    }
+    unsafe { libc::kill(st.pid, libc::SIGKILL) };
     loop {
-        if st.pid > 0 {
-            unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
-        }
+        unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
         let pids = st.cgroup.pids();
         for pid in &pids {
             unsafe { libc::kill(*pid, libc::SIGKILL) };

@@ -94,10 +94,12 @@ impl State {
     }
 
     pub fn status(&self, root: &Path) -> Status {
+        // A create under way, or killed half-way: "creating" while its init lives.
+        if self.creating {
+            return if self.alive() { Status::Creating } else { Status::Stopped };
+        }
         if !self.alive() {
             Status::Stopped
-        } else if self.creating {
-            Status::Creating
         } else if dir(root, &self.id).join(EXEC_FIFO).exists() {
             Status::Created
         } else {

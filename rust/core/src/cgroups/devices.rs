@@ -96,6 +96,22 @@ pub fn v1_writes(rules: &[Rule]) -> Vec<(&'static str, String)> {
     w
 }
 
+/// Limit device access in a new cgroup: v2 by BPF on the leaf, v1 through
+/// the devices hierarchy (when mounted). Hybrid hosts use v1's controller.
+pub fn apply(cg: &super::Cgroup, mode: super::Mode, resources: Option<&LinuxResources>) -> Result<()> {
+    let rules = rules(resources)?;
+    if mode == super::Mode::V2 {
+        return match cg.dirs.first() {
+            Some(leaf) => apply_v2(leaf, &rules),
+            None => Ok(()),
+        };
+    }
+    match cg.dirs.iter().find(|d| d.join("devices.allow").exists()) {
+        Some(dir) => apply_v1(dir, &rules),
+        None => Ok(()),
+    }
+}
+
 pub fn apply_v1(dir: &Path, rules: &[Rule]) -> Result<()> {
     for (file, line) in v1_writes(rules) {
         super::write(dir, file, &line)?;

@@ -2,9 +2,9 @@
 //! container's cgroup lives in each hierarchy, and its life: create, limit,
 //! attach, list, remove. The per-version file formats are in `v1` and `v2`.
 
-pub mod devices;
 pub mod v1;
 pub mod v2;
+pub mod devices;
 
 use crate::error::{Error, Result};
 use oci_spec::runtime::LinuxResources;
@@ -139,6 +139,7 @@ impl Cgroup {
                 })
             }
         };
+        let result = result.and_then(|_| devices::apply(&cg, mode, resources));
         match result {
             Ok(()) => Ok(cg),
             Err(e) => {

@@ -35,10 +35,6 @@ pub(super) fn create(cg: &mut Cgroup, hierarchies: &[Hierarchy], resources: Opti
             super::write(&dir, file, &value)?;
         }
     }
-    let devices = hierarchies.iter().zip(cg.dirs.iter()).find(|(h, _)| h.controllers.iter().any(|c| c == "devices"));
-    if let Some((_, dir)) = devices {
-        super::devices::apply_v1(dir, &super::devices::rules(resources)?)?;
-    }
     Ok(())
 }
 

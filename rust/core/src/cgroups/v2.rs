@@ -40,7 +40,7 @@ pub(super) fn create(cg: &mut Cgroup, root: &Path, resources: Option<&LinuxResou
     for (_, file, value) in writes {
         super::write(&leaf, file, &value)?;
     }
-    super::devices::apply_v2(&leaf, &super::devices::rules(resources)?)
+    Ok(())
 }
 
 /// cpu.weight from v1 shares: [2, 262144] onto [1, 10000].
