@@ -80,15 +80,10 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }));
 
     let mode = cgroups::detect();
-    let cgroup = Cgroup::create(mode, &cgroup_path, linux.resources().as_ref())?;
-    let cgroup_guard = Cleanup(Some(|| {
-        cgroup.remove();
-    }));
-    plan.expand_cgroup_mounts(&cgroup, mode);
-
-    // Saved now and again as the pid becomes known, so that a runtime
-    // killed mid-create leaves a state `delete --force` can clean.
-    let st = std::cell::RefCell::new(State {
+    // Saved before the cgroup exists, again once the init is cloned, and
+    // last when create is done: a runtime killed at any point in between
+    // leaves a state that `delete --force` cleans.
+    let mut first = State {
         id: id.to_string(),
         pid: 0,
         pid_start: 0,
@@ -97,10 +92,17 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         created: state::rfc3339_now(),
         owner: String::new(),
         annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup: cgroup.clone(),
+        cgroup: Cgroup { path: cgroup_path.clone(), ..Default::default() },
         creating: true,
-    });
-    st.borrow().save(root)?;
+    };
+    first.save(root)?;
+    let cgroup = Cgroup::create(mode, &cgroup_path, linux.resources().as_ref())?;
+    let cgroup_guard = Cleanup(Some(|| {
+        cgroup.remove();
+    }));
+    plan.expand_cgroup_mounts(&cgroup, mode);
+    first.cgroup = cgroup.clone();
+    let st = std::cell::RefCell::new(first);
     let hook_files = if plan.hooks.in_container() { Some(hooks::StateFiles::new()?) } else { None };
     let events = |e: spawn::Event| -> Result<()> {
         match e {
@@ -323,6 +325,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
     let failed = st.cgroup.remove();
+    if st.creating && st.cgroup.created.is_empty() {
+        remove_unrecorded_cgroup(&st.cgroup.path);
+    }
     if let Some((dir, e)) = failed.first() {
         return Err(Error::io("remove cgroup", dir, std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))));
     }
@@ -336,6 +341,23 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     }
     let dir = state::dir(root, id);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove state dir", &dir, e))
+}
+
+/// A create killed after making its cgroup but before recording it (no
+/// process was cloned yet): the empty leaf at its path in every hierarchy.
+/// Parents are left, as for any delete: they may be shared.
+fn remove_unrecorded_cgroup(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let mut roots = vec![PathBuf::from(cgroups::ROOT), Path::new(cgroups::ROOT).join("unified")];
+    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+        roots.extend(cgroups::v1_hierarchies(&mountinfo).into_iter().map(|h| h.mountpoint));
+    }
+    for r in roots {
+        let _ = std::fs::remove_dir(r.join(rel));
+    }
 }
 
 /// SIGKILL the init and everything in the cgroup, and wait until they are gone.
