@@ -5,7 +5,7 @@
 use crate::caps;
 use crate::failure::Failure;
 use crate::mounts::{create_target, errno, is_dir, mount, remount};
-use crate::plan::Plan;
+use crate::plan::{Plan, ProcessPlan};
 use crate::sync;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
@@ -84,7 +84,12 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     }
     check(unsafe { libc::setsid() }, "setsid")?;
 
-    setup_rootfs(cx)?;
+    setup_rootfs(plan)?;
+    before_pivot(cx)?;
+    enter_rootfs(plan)?;
+    if let Some(persona) = plan.personality {
+        check(unsafe { libc::personality(persona) }, "set personality")?;
+    }
 
     if let Some(h) = &plan.hostname {
         check_at(unsafe { libc::sethostname(h.as_ptr(), h.to_bytes().len()) }, "set hostname", h)?;
@@ -111,14 +116,6 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     let exe = find_executable(plan)?;
     unsafe {
         libc::syscall(libc::SYS_close_range, 3 + cx.preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-    }
-    if let Some(persona) = plan.personality {
-        check(unsafe { libc::personality(persona) }, "set personality")?;
-    }
-    // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: do it
-    // while we have it (as runc does); otherwise as late as possible.
-    if !p.no_new_privs {
-        load_seccomp(plan)?;
     }
     set_identity(plan)?;
     if p.no_new_privs {
@@ -160,28 +157,7 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     Ok(exe)
 }
 
-/// Once started: the startContainer hooks, then (with no_new_privs) the
-/// seccomp filter, the last thing before execve.
-fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
-    let plan = cx.plan;
-    if let Some((_, created)) = cx.hook_state {
-        crate::hooks::run_in_init(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;
-    }
-    if plan.process.no_new_privs {
-        load_seccomp(plan)?;
-    }
-    Ok(())
-}
-
-fn load_seccomp(plan: &Plan) -> Result<(), Failure<'_>> {
-    match &plan.seccomp {
-        Some(filter) => filter.load().map_err(|e| Failure::bare("load seccomp filter", e)),
-        None => Ok(()),
-    }
-}
-
-fn setup_rootfs<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
-    let plan = cx.plan;
+fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
     let root = &plan.rootfs;
     mount(std::ptr::null(), c"/", std::ptr::null(), plan.root_propagation, std::ptr::null())
         .map_err(|e| Failure::new("make / a slave mount", c"/", e))?;
@@ -211,15 +187,13 @@ fn setup_rootfs<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
         }
     }
 
-    // The container's mounts exist, pivot_root has not happened: the
-    // runtime's prestart/createRuntime hooks, then createContainer.
-    if plan.hooks.runtime_pause && (!sync::send(cx.sync, sync::HOOKS) || sync::recv(cx.sync) != Some(sync::RESUME)) {
-        unsafe { libc::_exit(1) };
-    }
-    if let Some((creating, _)) = cx.hook_state {
-        crate::hooks::run_in_init(&plan.hooks.create_container, creating, &crate::hooks::CREATE_CONTAINER)?;
-    }
+    Ok(())
+}
 
+/// pivot_root (or MS_MOVE + chroot) into the rootfs, then what needs the
+/// new root: sysctls, masked and read-only paths, a read-only root.
+fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
+    let root = &plan.rootfs;
     check_at(unsafe { libc::chdir(root.as_ptr()) }, "chdir to rootfs", root)?;
     if plan.no_pivot {
         mount(root.as_ptr(), c"/", std::ptr::null(), libc::MS_MOVE, std::ptr::null())
@@ -331,6 +305,12 @@ fn set_identity(plan: &Plan) -> Result<(), Failure<'_>> {
     if let Some(c) = &p.caps {
         caps::drop_bounding(c.bounding, p.last_cap).map_err(|(cap, e)| Failure::new("drop from bounding set", caps::name(cap), e))?;
     }
+    // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: load it
+    // while the capabilities are still there (as runc does); with it, the
+    // filter goes on last, right before execve.
+    if !p.no_new_privs {
+        load_seccomp(p)?;
+    }
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }, "keep capabilities")?;
     // setgroups is refused in a user namespace whose setgroups file says deny; an empty list is then moot.
     let r = unsafe { libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) } as libc::c_int;
@@ -382,3 +362,35 @@ fn write_number(path: &'static CStr, n: i64) -> Result<(), Failure<'static>> {
     if r < 0 { Err(Failure::new("write", path, errno())) } else { Ok(()) }
 }
 
+/// The container's mounts exist, pivot_root has not happened: the
+/// runtime's prestart/createRuntime hooks, then createContainer.
+fn before_pivot<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
+    let plan = cx.plan;
+    if plan.hooks.runtime_pause && (!sync::send(cx.sync, sync::HOOKS) || sync::recv(cx.sync) != Some(sync::RESUME)) {
+        unsafe { libc::_exit(1) };
+    }
+    if let Some((creating, _)) = cx.hook_state {
+        crate::hooks::run_in_init(&plan.hooks.create_container, creating, &crate::hooks::CREATE_CONTAINER)?;
+    }
+    Ok(())
+}
+
+/// Once started: the startContainer hooks, then (with no_new_privs) the
+/// seccomp filter, the last thing before execve.
+fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
+    let plan = cx.plan;
+    if let Some((_, created)) = cx.hook_state {
+        crate::hooks::run_in_init(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;
+    }
+    if plan.process.no_new_privs {
+        load_seccomp(&plan.process)?;
+    }
+    Ok(())
+}
+
+fn load_seccomp(p: &ProcessPlan) -> Result<(), Failure<'_>> {
+    match &p.seccomp {
+        Some(filter) => filter.load().map_err(|e| Failure::bare("load seccomp filter", e)),
+        None => Ok(()),
+    }
+}

@@ -42,6 +42,8 @@ pub struct ProcessPlan {
     pub no_new_privs: bool,
     pub terminal: bool,
     pub oom_score_adj: Option<i32>,
+    /// The container's linux.seccomp, compiled (exec'd processes get it too).
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 #[derive(Debug)]
@@ -70,8 +72,6 @@ pub struct Plan {
     pub masked: Vec<CString>,
     pub readonly: Vec<CString>,
     pub process: ProcessPlan,
-    /// linux.seccomp, compiled: loaded by the init as late as it can be.
-    pub seccomp: Option<crate::seccomp::Filter>,
     pub sysctls: Vec<crate::sysctl::Sysctl>,
     /// personality(2) persona for linux.personality.
     pub personality: Option<libc::c_ulong>,
@@ -212,7 +212,6 @@ impl Plan {
         if linux.intel_rdt().is_some() {
             return Err(Error::msg("linux.intelRdt is not supported by capsa-runtime (no resctrl support)"));
         }
-        let seccomp = linux.seccomp().as_ref().map(crate::seccomp::Filter::compile).transpose()?;
         let sysctl_ns = crate::sysctl::Namespaces {
             ipc: new_namespaces & libc::CLONE_NEWIPC as u64 != 0,
             uts: new_namespaces & libc::CLONE_NEWUTS as u64 != 0,
@@ -258,7 +257,6 @@ impl Plan {
             masked: linux.masked_paths().iter().flatten().map(|p| cstring(p)).collect(),
             readonly: linux.readonly_paths().iter().flatten().map(|p| cstring(p)).collect(),
             process: process_plan(spec)?,
-            seccomp,
             sysctls,
             personality,
             hooks: crate::hooks::InitHooks::new(spec.hooks().as_ref()),
@@ -363,6 +361,7 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::Filter::compile).transpose()?,
     })
 }
 
