@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := busybox-static runc crun hyperfine iproute2 procps util-linux gcc pkg-config python3-venv python3-dev \
-                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils
+                libseccomp-dev podman containerd skopeo umoci docker-registry debootstrap apache2-utils zstd
 
 .PHONY: all setup apt venv build cargo-test pytest test demo bench clean
 
@@ -24,7 +24,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8"
+	$(PY) -m pip install -q "maturin>=1.5,<2" "pytest>=8" "cryptography>=42" "zstandard>=0.22"
 	@# setuptools' distutils-precedence.pth costs every capsa-runtime start ~2 ms; nothing here needs it.
 	@$(PY) -m pip uninstall -q -y setuptools 2>/dev/null || true
 
@@ -53,5 +53,15 @@ demo: setup
 bench: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/start_latency.py
 
+# Layer extraction: capsa vs tar -xzf vs umoci unpack (debootstraps its layer once, cached in /var/tmp/capsa-bench).
+.PHONY: bench-extract
+bench-extract: setup
+	$(PY) benches/extract.py --runs 10
+
 clean:
 	rm -rf $(VENV) target
+
+# Pull of a 4-layer Debian image from a local registry: capsa vs skopeo+umoci vs podman.
+.PHONY: bench-pull
+bench-pull: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/pull.py

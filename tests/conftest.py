@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import helpers as h  # noqa: E402
+from registry_server import fault_proxy, registry, registry_basic, registry_token  # noqa: E402,F401 (fixtures)
 
 
 # A hung test (a runtime call blocking in-process, a container that never

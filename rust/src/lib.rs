@@ -7,6 +7,10 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use std::path::PathBuf;
+// layers
+use capsa_core::layers;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
 
 create_exception!(_core, ContainerError, PyException, "A container operation failed; the message says which step, path and errno.");
 
@@ -164,6 +168,68 @@ fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
     signal_number(signal)
 }
 
+// ---- layers -----------------------------------------------------------------
+
+static LAYER_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `capsa._core.LayerError`, a `capsa.errors.CapsaError` (the CLI prints its one line).
+fn layer_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    let ty = LAYER_ERROR.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        let base = py.import("capsa.errors")?.getattr("CapsaError")?.cast_into::<PyType>()?;
+        let doc = c"A layer could not be extracted; the message names the blob, the entry, the step and the errno.";
+        PyErr::new_type(py, c"capsa._core.LayerError", Some(doc), Some(&base), None)
+    })?;
+    Ok(ty.bind(py))
+}
+
+fn layer_error(py: Python<'_>, e: error::Error) -> PyErr {
+    match layer_error_type(py) {
+        Ok(ty) => PyErr::from_type(ty.clone(), e.0),
+        Err(err) => err,
+    }
+}
+
+fn layer_mode(mode: &str) -> PyResult<layers::Mode> {
+    layers::Mode::parse(mode).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))
+}
+
+fn layer_summary<'py>(py: Python<'py>, s: &layers::Summary) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("diff_id", &s.diff_id)?;
+    d.set_item("digest", &s.blob_digest)?;
+    d.set_item("entries", s.entries)?;
+    d.set_item("bytes", s.bytes)?;
+    d.set_item("compression", s.compression.name())?;
+    Ok(d)
+}
+
+/// Extract a layer blob (gzip, zstd or tar) into dest. overlay: dest must not
+/// exist and appears complete or not at all; flatten: applied onto the
+/// existing dest. Returns {diff_id, digest, entries, bytes, compression}.
+#[pyfunction]
+#[pyo3(signature = (blob, dest, mode="overlay"))]
+fn extract_layer<'py>(py: Python<'py>, blob: PathBuf, dest: PathBuf, mode: &str) -> PyResult<Bound<'py, PyDict>> {
+    let mode = layer_mode(mode)?;
+    let summary = py.detach(|| layers::extract(&blob, &dest, mode)).map_err(|e| layer_error(py, e))?;
+    layer_summary(py, &summary)
+}
+
+/// Extract several (blob, dest) jobs concurrently on `threads` threads (0: one
+/// per CPU); flatten jobs sharing a dest run in list order. Raises the first
+/// failure (in job order) once all jobs have finished.
+#[pyfunction]
+#[pyo3(signature = (jobs, mode="overlay", threads=0))]
+fn extract_layers<'py>(py: Python<'py>, jobs: Vec<(PathBuf, PathBuf)>, mode: &str, threads: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let mode = layer_mode(mode)?;
+    let results = py.detach(|| layers::extract_many(&jobs, mode, threads));
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        let summary = r.map_err(|e| layer_error(py, e))?;
+        out.push(layer_summary(py, &summary)?);
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ContainerError", m.py().get_type::<ContainerError>())?;
@@ -178,5 +244,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ps, m)?)?;
     m.add_function(wrap_pyfunction!(wait, m)?)?;
     m.add_function(wrap_pyfunction!(parse_signal, m)?)?;
+    m.add("LayerError", layer_error_type(m.py())?)?;
+    m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
+    m.add_function(wrap_pyfunction!(extract_layers, m)?)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod failure;
 pub mod hooks;
 pub mod init;
+pub mod layers;
 pub mod mounts;
 pub mod plan;
 pub mod rootpath;

@@ -1,0 +1,4 @@
+"""python -m capsa.cli"""
+from capsa.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Images: references, the content store, archive formats."""

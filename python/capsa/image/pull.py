@@ -1,0 +1,163 @@
+"""Pull: manifest (an index resolved to one platform), config, then every layer
+downloaded concurrently and extracted as soon as its blob is verified. The
+config's diff IDs give every layer's chain ID up front, so no extraction waits
+for its parent: they run in parallel on threads (the Rust extractor releases
+the GIL). Each extracted layer is checked against its diff ID; the image is
+recorded only when all are in place."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from capsa.errors import CapsaError
+from capsa.image.progress import Progress, for_output
+from capsa.image.reference import Reference
+from capsa.image.store import Image, LayerRecord, Store, chain_ids, hex_of, naming, short_id
+from capsa.registry import mediatypes
+from capsa.registry.errors import NoMatchingPlatform, RegistryError
+
+DEFAULT_CONCURRENT_DOWNLOADS = 3
+
+
+def concurrent_downloads() -> int:
+    text = os.environ.get("CAPSA_MAX_CONCURRENT_DOWNLOADS", "")
+    try:
+        return max(1, int(text)) if text else DEFAULT_CONCURRENT_DOWNLOADS
+    except ValueError:
+        raise CapsaError(f"CAPSA_MAX_CONCURRENT_DOWNLOADS={text!r}: not a number") from None
+
+
+def _manifest_fields(doc: dict, what: str) -> tuple[dict, list[dict]]:
+    config, layers = doc.get("config"), doc.get("layers")
+    if doc.get("schemaVersion") != 2 or not isinstance(config, dict) or not isinstance(layers, list):
+        raise RegistryError(f"the manifest of {what} is not an image manifest (schema 2)")
+    for d in (config, *layers):
+        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+            raise RegistryError(f"the manifest of {what} has a descriptor without a digest")
+    return config, layers
+
+
+def pull(store: Store, reference_text: str, *, platform: str | None = None, quiet: bool = False,
+         progress: Progress | None = None, insecure: bool | None = None) -> Image:
+    from capsa.registry.client import RegistryClient
+    from capsa.registry.platform import Platform, resolve_platform
+
+    ref = Reference.parse(reference_text)
+    own_progress = progress is None
+    progress = progress or for_output(quiet)
+    wanted = Platform.parse(platform) if platform else None
+    what = ref.familiar
+    try:
+        with RegistryClient(ref.registry, insecure=insecure) as client:
+            if ref.digest is None and ":" not in reference_text.rsplit("/", 1)[-1]:
+                progress.message(f"Using default tag: {ref.tag}")
+            progress.message(f"{ref.digest or ref.tag}: Pulling from {ref.repository}")
+            top = client.get_manifest(ref.repository, ref.manifest_reference)
+            manifest = top
+            if mediatypes.is_index(top.media_type):
+                descriptor = resolve_platform(top.data, wanted)
+                manifest = client.get_manifest(ref.repository, descriptor["digest"],
+                                               accept=mediatypes.IMAGE_MANIFESTS)
+            elif not mediatypes.is_image_manifest(top.media_type):
+                raise RegistryError(f"{what}: unsupported manifest type {top.media_type!r}")
+            config_desc, layer_descs = _manifest_fields(manifest.json(), what)
+            config_digest = config_desc["digest"]
+            hex_of(config_digest)
+            with store.writing():
+                config_path = store.blob_path(config_digest)
+                if not config_path.exists():
+                    with naming(config_path):
+                        client.fetch_blob(ref.repository, config_digest, config_path, size=config_desc.get("size"))
+                config_bytes = config_path.read_bytes()
+                config = json.loads(config_bytes)
+                _check_platform(config, wanted, what)
+                diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+                if len(diff_ids) != len(layer_descs):
+                    raise RegistryError(f"{what}: the manifest has {len(layer_descs)} layers but the config "
+                                        f"{len(diff_ids)} diff IDs")
+                chains = chain_ids(diff_ids)
+                existing = store.lookup(config_digest)
+                records = _fetch_layers(store, client, ref.repository, layer_descs, diff_ids, chains, progress)
+                store.write_blob(manifest.data)
+                tag_names = [str(ref)] if ref.digest is None else []
+                image = store.commit_image(
+                    config=config_bytes, manifest=manifest.data, manifest_media_type=manifest.media_type,
+                    layers=records, layer_blobs=[d["digest"] for d in layer_descs],
+                    tags=tag_names, repo_digests=[f"{ref.name}@{top.digest}"])
+            progress.message(f"Digest: {top.digest}")
+            if existing is not None and set(existing.repo_tags) >= set(image.repo_tags):
+                progress.message(f"Status: Image is up to date for {what}")
+            else:
+                progress.message(f"Status: Downloaded newer image for {what}")
+            return image
+    except BaseException:
+        store.collect()     # whatever this pull stored and nothing references
+        raise
+    finally:
+        if own_progress:
+            progress.close()
+
+
+def _check_platform(config: dict, wanted, what: str) -> None:
+    if wanted is None:
+        return
+    from capsa.registry.platform import Platform
+    got = Platform.of(config.get("os") or "linux", config.get("architecture") or "",
+                      config.get("variant"))
+    if (got.os, got.architecture) != (wanted.os, wanted.architecture) or \
+            (wanted.variant and got.variant != wanted.variant):
+        raise NoMatchingPlatform(f"image {what} is for {got}, which does not match the "
+                                 f"requested platform {wanted}")
+
+
+def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff_ids: list[str],
+                  chains: list[str], progress: Progress) -> list[LayerRecord]:
+    """Download (up to N at once) and extract (as each download is verified)."""
+    records: list[LayerRecord | None] = [None] * len(descs)
+    downloads = ThreadPoolExecutor(concurrent_downloads(), thread_name_prefix="download")
+    extractions = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="extract")
+    pending: dict[Future, str] = {}
+
+    def extract(i: int) -> None:
+        short = hex_of(descs[i]["digest"])[:12]
+        progress.layer(short, "Extracting")
+        records[i] = store.ensure_layer(chains[i], diff_ids[i], store.blob_path(descs[i]["digest"]))
+        progress.layer(short, "Pull complete")
+
+    def download(i: int) -> None:
+        digest, size = descs[i]["digest"], descs[i].get("size")
+        short = hex_of(digest)[:12]
+        path = store.blob_path(digest)
+        if not path.exists():
+            progress.layer(short, "Downloading")
+            with naming(path):
+                client.fetch_blob(repository, digest, path, size=size,
+                                  progress=lambda done, total: progress.bytes(short, done, total or size))
+            progress.layer(short, "Download complete")
+        return i
+
+    try:
+        for i, desc in enumerate(descs):
+            short = hex_of(desc["digest"])[:12]
+            if store.layer_present(chains[i]) and store.has_blob(desc["digest"]):
+                progress.layer(short, "Already exists")
+                records[i] = store.ensure_layer(chains[i], diff_ids[i], store.blob_path(desc["digest"]))
+            else:
+                progress.layer(short, "Pulling fs layer")
+                pending[downloads.submit(download, i)] = "download"
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                kind = pending.pop(f)
+                i = f.result()      # the first failure stops the pull
+                if kind == "download":   # verified: its extraction starts now
+                    pending[extractions.submit(extract, i)] = "extract"
+    finally:
+        downloads.shutdown(wait=True, cancel_futures=True)
+        extractions.shutdown(wait=True, cancel_futures=True)
+    return records
+
+
+__all__ = ["pull", "short_id"]
