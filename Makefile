@@ -55,6 +55,11 @@ demo: setup
 bench: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/start_latency.py
 
+# podman and containerd with capsa-runtime vs runc as their OCI runtime.
+.PHONY: bench-engines
+bench-engines: setup
+	$(PY) benches/engines.py --runs 20
+
 # Layer extraction: capsa vs tar -xzf vs umoci unpack (debootstraps its layer once, cached in /var/tmp/capsa-bench).
 .PHONY: bench-extract
 bench-extract: setup

@@ -92,7 +92,7 @@ fn run(
     let result = py.detach(|| -> error::Result<Option<i32>> {
         let created = container::create(&root, &id, &bundle, &opts)?;
         let init = created.init.as_ref().expect("created for an in-process start");
-        if let Err(e) = init.start() {
+        if let Err(e) = container::start_in_process(&root, &id, init) {
             let _ = container::delete(&root, &id, true);
             return Err(e);
         }

@@ -2,6 +2,7 @@
 //! delete (and run = all of them), over the state kept under a root dir.
 
 use crate::cgroups::{self, Cgroup};
+use crate::hooks;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::spawn::{self, Spawned};
@@ -86,11 +87,49 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }));
 
     let mode = cgroups::detect();
+    // Saved before the cgroup exists, again once the init is cloned, and
+    // last when create is done: a runtime killed at any point in between
+    // leaves a state that `delete --force` cleans.
+    let mut first = State {
+        id: id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.clone(),
+        rootfs: plan.rootfs_path.clone(),
+        created: state::rfc3339_now(),
+        owner: String::new(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup: Cgroup { path: cgroup_path.clone(), ..Default::default() },
+        creating: true,
+    };
+    first.save(root)?;
     let cgroup = Cgroup::create(mode, &cgroup_path, linux.resources().as_ref())?;
     let cgroup_guard = Cleanup(Some(|| {
         cgroup.remove();
     }));
     plan.expand_cgroup_mounts(&cgroup, mode);
+    first.cgroup = cgroup.clone();
+    let st = std::cell::RefCell::new(first);
+    let hook_files = if plan.hooks.in_container() { Some(hooks::StateFiles::new()?) } else { None };
+    let events = |e: spawn::Event| -> Result<()> {
+        match e {
+            spawn::Event::Cloned(pid) => {
+                let mut s = st.borrow_mut();
+                s.pid = pid;
+                s.pid_start = state::process_start(pid).unwrap_or(0);
+                s.save(root)?;
+                if let Some(files) = &hook_files {
+                    files.fill(&s.to_json(Status::Creating).to_string(), &s.to_json(Status::Created).to_string())?;
+                }
+                Ok(())
+            }
+            spawn::Event::RuntimeHooks(_) => {
+                let json = st.borrow().to_json(Status::Creating).to_string();
+                hooks::run(spec.hooks().as_ref(), hooks::Kind::Prestart, &json)?;
+                hooks::run(spec.hooks().as_ref(), hooks::Kind::CreateRuntime, &json)
+            }
+        }
+    };
 
     let fifo = dir.join(EXEC_FIFO);
     if !opts.start_in_process {
@@ -105,6 +144,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
             console_socket: opts.console_socket.as_deref(),
             exec_fifo: (!opts.start_in_process).then_some(fifo.as_path()),
             preserve_fds: opts.preserve_fds,
+            hook_state: hook_files.as_ref().map(|f| (f.creating.as_raw_fd(), f.created.as_raw_fd())),
+            events: Some(&events),
         },
     )?;
     let pid = spawned.pid;
@@ -113,17 +154,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         spawn::reap(pid);
     }));
 
-    let st = State {
-        id: id.to_string(),
-        pid,
-        pid_start: state::process_start(pid).unwrap_or(0),
-        bundle: bundle.clone(),
-        rootfs: plan.rootfs_path.clone(),
-        created: state::rfc3339_now(),
-        owner: String::new(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup: cgroup.clone(),
-    };
+    let mut st = st.into_inner();
+    st.creating = false;
     st.save(root)?;
     if let Some(pid_file) = &opts.pid_file {
         write_atomically(pid_file, &pid.to_string())?;
@@ -158,11 +190,20 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     loop {
         let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let r = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if r > 0 && pfd.revents & libc::POLLIN != 0 {
-            let mut b = [0u8; 1];
-            let n = unsafe { libc::read(file.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 1) };
-            if n == 1 {
+        if r > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            // "0", or "E" and why the init could not go on (a startContainer hook, seccomp).
+            let mut b = [0u8; 1024];
+            let n = unsafe { libc::read(file.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, b.len()) };
+            if n > 0 && b[0] == b'0' {
                 break;
+            }
+            if n > 1 && b[0] == b'E' {
+                let _ = std::fs::remove_file(&fifo);
+                let why = String::from_utf8_lossy(&b[1..n as usize]).into_owned();
+                return Err(Error::msg(format!("cannot start container {id}: {why}")));
+            }
+            if n == 0 && pfd.revents & libc::POLLHUP != 0 && st.alive() {
+                break; // closed without a word: it exec'd
             }
         }
         if !st.alive() {
@@ -171,7 +212,26 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&fifo);
+    poststart(&st, root);
     Ok(())
+}
+
+/// Start an init created with `start_in_process` (run, the Python API):
+/// it execs, then the poststart hooks run.
+pub fn start_in_process(root: &Path, id: &str, init: &Spawned) -> Result<()> {
+    init.start()?;
+    if let Ok(st) = State::load(root, id) {
+        poststart(&st, root);
+    }
+    Ok(())
+}
+
+fn poststart(st: &State, root: &Path) {
+    if let Ok(spec) = load_spec(&st.bundle) {
+        if spec.hooks().is_some() {
+            hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststart, &st.to_json(st.status(root)).to_string());
+        }
+    }
 }
 
 
@@ -253,10 +313,16 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let st = match State::load(root, id) {
         Ok(st) => st,
         Err(e) => {
-            // A create killed half-way leaves a dir without state: force removes it.
+            // A create killed before its first save leaves a dir without
+            // state (state.json itself is written atomically, but may have
+            // been damaged by hand): force removes what is there. An id
+            // already gone is no error with force either (as runc:
+            // containerd's shim force-deletes what the task delete removed).
             let dir = state::dir(root, id);
-            if force && state::validate_id(id).is_ok() && dir.is_dir() && !dir.join("state.json").exists() {
-                let _ = std::fs::remove_dir_all(&dir);
+            if force && state::validate_id(id).is_ok() {
+                if dir.is_dir() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 return Ok(());
             }
             return Err(e);
@@ -270,16 +336,47 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         _ => stop_all(&st),
     }
     // Our own child leaves a zombie until reaped.
-    unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    if st.pid > 0 {
+        unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
     let failed = st.cgroup.remove();
+    if st.creating && st.cgroup.created.is_empty() {
+        remove_unrecorded_cgroup(&st.cgroup.path);
+    }
     if let Some((dir, e)) = failed.first() {
         return Err(Error::io("remove cgroup", dir, std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))));
+    }
+    // A create that never finished never ran its container: no poststop.
+    if !st.creating {
+        if let Ok(spec) = load_spec(&st.bundle) {
+            if spec.hooks().is_some() {
+                hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststop, &st.to_json(Status::Stopped).to_string());
+            }
+        }
     }
     let dir = state::dir(root, id);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove state dir", &dir, e))
 }
 
+/// A create killed after making its cgroup but before recording it (no
+/// process was cloned yet): the empty leaf at its path in every hierarchy.
+/// Parents are left, as for any delete: they may be shared.
+fn remove_unrecorded_cgroup(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let mut roots = vec![PathBuf::from(cgroups::ROOT), Path::new(cgroups::ROOT).join("unified")];
+    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+        roots.extend(cgroups::v1_hierarchies(&mountinfo).into_iter().map(|h| h.mountpoint));
+    }
+    for r in roots {
+        let _ = std::fs::remove_dir(r.join(rel));
+    }
+}
+
 /// SIGKILL the init and everything in the cgroup, and wait until they are gone.
+/// Only for a live init (never pid 0 of a create killed before its clone).
 fn stop_all(st: &State) {
     let deadline = Instant::now() + Duration::from_secs(10);
     unsafe { libc::kill(st.pid, libc::SIGKILL) };

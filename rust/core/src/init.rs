@@ -24,6 +24,8 @@ pub struct Context<'a> {
     pub preserve_fds: u32,
     /// On v1 the cgroup namespace is made after the parent moved us into our cgroup.
     pub unshare_cgroupns: bool,
+    /// stdin of the createContainer and startContainer hooks (state JSON memfds).
+    pub hook_state: Option<(RawFd, RawFd)>,
 }
 
 /// The child's whole life; never returns.
@@ -72,6 +74,11 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     check(unsafe { libc::setsid() }, "setsid")?;
 
     setup_rootfs(plan)?;
+    before_pivot(cx)?;
+    enter_rootfs(plan)?;
+    if let Some(persona) = plan.personality {
+        check(unsafe { libc::personality(persona) }, "set personality")?;
+    }
 
     if let Some(h) = &plan.hostname {
         check_at(unsafe { libc::sethostname(h.as_ptr(), h.to_bytes().len()) }, "set hostname", h)?;
@@ -92,12 +99,25 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
             // Blocks until `start` opens the fifo for reading.
             let fd = unsafe { libc::openat(proc_fd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
             check_at(fd, "open exec fifo", path)?;
-            unsafe { libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) };
+            // `start` reads "0", or the reason the container could not start.
+            match before_exec(cx) {
+                Ok(()) => unsafe {
+                    libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+                },
+                Err(f) => {
+                    let mut text = crate::failure::StackText::new();
+                    let _ = std::fmt::Write::write_char(&mut text, 'E');
+                    f.render(&mut text);
+                    unsafe { libc::write(fd, text.as_bytes().as_ptr() as *const libc::c_void, text.as_bytes().len()) };
+                    return Err(f);
+                }
+            }
         }
         None => {
             if sync::recv(cx.sync) != Some(sync::START) {
                 unsafe { libc::_exit(1) };
             }
+            before_exec(cx)?;
         }
     }
     Ok(exe)
@@ -183,6 +203,13 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         }
     }
 
+    Ok(())
+}
+
+/// pivot_root (or MS_MOVE + chroot) into the rootfs, then what needs the
+/// new root: sysctls, masked and read-only paths, a read-only root.
+fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
+    let root = &plan.rootfs;
     check_at(unsafe { libc::chdir(root.as_ptr()) }, "chdir to rootfs", root)?;
     if plan.no_pivot {
         mount(root.as_ptr(), c"/", std::ptr::null(), libc::MS_MOVE, std::ptr::null())
@@ -201,6 +228,8 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         mount(std::ptr::null(), c"/", std::ptr::null(), plan.rootfs_propagation, std::ptr::null())
             .map_err(|e| Failure::new("set rootfsPropagation on", c"/", e))?;
     }
+    // Before maskedPaths and readonlyPaths, which usually cover /proc/sys.
+    crate::sysctl::apply(&plan.sysctls)?;
     for path in &plan.masked {
         let r = if is_dir(path) {
             mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null())
@@ -294,6 +323,12 @@ fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
     if let Some(c) = &p.caps {
         caps::drop_bounding(c.bounding, p.last_cap).map_err(|(cap, e)| Failure::new("drop from bounding set", caps::name(cap), e))?;
     }
+    // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: load it
+    // while the capabilities are still there (as runc does); with it, the
+    // filter goes on last, right before execve.
+    if !p.no_new_privs {
+        load_seccomp(p)?;
+    }
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }, "keep capabilities")?;
     // setgroups is refused in a user namespace whose setgroups file says deny; an empty list is then moot.
     let r = unsafe { libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) } as libc::c_int;
@@ -345,3 +380,35 @@ fn write_number(path: &'static CStr, n: i64) -> Result<(), Failure<'static>> {
     if r < 0 { Err(Failure::new("write", path, errno())) } else { Ok(()) }
 }
 
+/// The container's mounts exist, pivot_root has not happened: the
+/// runtime's prestart/createRuntime hooks, then createContainer.
+fn before_pivot<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
+    let plan = cx.plan;
+    if plan.hooks.runtime_pause && (!sync::send(cx.sync, sync::HOOKS) || sync::recv(cx.sync) != Some(sync::RESUME)) {
+        unsafe { libc::_exit(1) };
+    }
+    if let Some((creating, _)) = cx.hook_state {
+        crate::hooks::run_in_init(&plan.hooks.create_container, creating, &crate::hooks::CREATE_CONTAINER)?;
+    }
+    Ok(())
+}
+
+/// Once started: the startContainer hooks, then (with no_new_privs) the
+/// seccomp filter, the last thing before execve.
+fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
+    let plan = cx.plan;
+    if let Some((_, created)) = cx.hook_state {
+        crate::hooks::run_in_init(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;
+    }
+    if plan.process.no_new_privs {
+        load_seccomp(&plan.process)?;
+    }
+    Ok(())
+}
+
+fn load_seccomp(p: &ProcessPlan) -> Result<(), Failure<'_>> {
+    match &p.seccomp {
+        Some(filter) => filter.load().map_err(|e| Failure::bare("load seccomp filter", e)),
+        None => Ok(()),
+    }
+}

@@ -44,6 +44,8 @@ pub struct ProcessPlan {
     /// process.consoleSize as (rows, columns), set on the pty.
     pub console_size: Option<(u16, u16)>,
     pub oom_score_adj: Option<i32>,
+    /// The container's linux.seccomp, compiled (exec'd processes get it too).
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,10 @@ pub struct Plan {
     pub masked: Vec<CString>,
     pub readonly: Vec<CString>,
     pub process: ProcessPlan,
+    pub sysctls: Vec<crate::sysctl::Sysctl>,
+    /// personality(2) persona for linux.personality.
+    pub personality: Option<libc::c_ulong>,
+    pub hooks: crate::hooks::InitHooks,
 }
 
 impl Plan {
@@ -207,6 +213,29 @@ impl Plan {
             });
         }
 
+        if linux.intel_rdt().is_some() {
+            return Err(Error::msg("linux.intelRdt is not supported by capsa-runtime (no resctrl support)"));
+        }
+        let sysctl_ns = crate::sysctl::Namespaces {
+            ipc: new_namespaces & libc::CLONE_NEWIPC as u64 != 0,
+            uts: new_namespaces & libc::CLONE_NEWUTS as u64 != 0,
+            net: has(new_namespaces, &join, libc::CLONE_NEWNET),
+        };
+        let sysctls = crate::sysctl::plan(linux.sysctl().as_ref(), &sysctl_ns)?;
+        let personality = match linux.personality() {
+            None => None,
+            Some(p) => {
+                if let Some(flag) = p.flags().iter().flatten().next() {
+                    return Err(Error::msg(format!("linux.personality flag {flag} is not supported")));
+                }
+                Some(match p.domain() {
+                    oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000, // PER_LINUX
+                    oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008, // PER_LINUX32
+                })
+            }
+        };
+        crate::hooks::validate(spec.hooks().as_ref())?;
+
         let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
             None | Some("") => 0,
             Some(p) => propagation(p).ok_or_else(|| Error::msg(format!("unknown rootfsPropagation {p}")))?,
@@ -233,6 +262,9 @@ impl Plan {
             masked: linux.masked_paths().iter().flatten().map(|p| cstring(p)).collect(),
             readonly: linux.readonly_paths().iter().flatten().map(|p| cstring(p)).collect(),
             process: process_plan(spec)?,
+            sysctls,
+            personality,
+            hooks: crate::hooks::InitHooks::new(spec.hooks().as_ref()),
         })
     }
 
@@ -335,6 +367,7 @@ pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         terminal: p.terminal().unwrap_or(false),
         console_size: p.console_size().map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
         oom_score_adj: p.oom_score_adj(),
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::Filter::compile).transpose()?,
     })
 }
 

@@ -37,6 +37,19 @@ pub struct Options<'a> {
     /// different processes); without, it waits for START on the sync socket.
     pub exec_fifo: Option<&'a Path>,
     pub preserve_fds: u32,
+    /// In-container hooks' stdin: (createContainer, startContainer) state fds.
+    pub hook_state: Option<(RawFd, RawFd)>,
+    /// Told what happens while the init sets up, for the caller's state and hooks.
+    pub events: Option<&'a dyn Fn(Event) -> Result<()>>,
+}
+
+/// What the parent learns while the init sets up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The init exists (before its setup starts): its host pid.
+    Cloned(i32),
+    /// The init made its mounts and waits for the prestart/createRuntime hooks.
+    RuntimeHooks(i32),
 }
 
 /// A container init that finished its setup and waits to be started.
@@ -114,6 +127,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         envp: envp.as_ptr(),
         preserve_fds: opts.preserve_fds,
         unshare_cgroupns,
+        hook_state: opts.hook_state,
     };
 
     let pid = with_pid_namespace(pid_ns.as_ref(), || clone(flags, cgroup_fd.as_ref()))?;
@@ -124,7 +138,20 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     let (pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
 
     let reaped = std::cell::Cell::new(false);
+    let ready = |heard: Heard| -> Result<()> {
+        match heard {
+            Heard::Kind(sync::READY) => Ok(()),
+            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
+            Heard::Closed => {
+                reaped.set(true);
+                Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid)))))
+            }
+        }
+    };
+    let event = |e: Event| opts.events.map_or(Ok(()), |f| f(e));
     let finish = || -> Result<()> {
+        event(Event::Cloned(pid))?;
         if let Some(map) = &plan.uid_map {
             write_proc(pid, "uid_map", map)?;
         }
@@ -135,13 +162,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
             cgroup.attach(pid)?;
         }
         sync::tell(&parent_sock, sync::GO)?;
-        match sync::hear(&parent_sock)? {
-            Heard::Kind(sync::READY) => Ok(()),
-            Heard::Failed(msg) => Err(Error::msg(msg)),
-            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
-            Heard::Closed => {
-                reaped.set(true);
-                Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid)))))
+        loop {
+            match sync::hear(&parent_sock)? {
+                Heard::Kind(sync::HOOKS) => {
+                    event(Event::RuntimeHooks(pid))?;
+                    sync::tell(&parent_sock, sync::RESUME)?;
+                    continue;
+                }
+                heard => return ready(heard),
             }
         }
     };

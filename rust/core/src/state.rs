@@ -24,6 +24,10 @@ pub struct State {
     #[serde(default)]
     pub annotations: HashMap<String, String>,
     pub cgroup: Cgroup,
+    /// Set from the first save in create until create has finished: a
+    /// runtime killed meanwhile leaves this, and `delete --force` cleans it.
+    #[serde(default)]
+    pub creating: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +96,10 @@ impl State {
     }
 
     pub fn status(&self, root: &Path) -> Status {
+        // A create under way, or killed half-way: "creating" while its init lives.
+        if self.creating {
+            return if self.alive() { Status::Creating } else { Status::Stopped };
+        }
         if !self.alive() {
             Status::Stopped
         } else if self.cgroup.frozen() {

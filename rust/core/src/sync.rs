@@ -12,6 +12,10 @@ pub const GO: u8 = b'G';
 pub const START: u8 = b'S';
 /// Child to parent: the container is set up and waits to be started.
 pub const READY: u8 = b'R';
+/// Child to parent: mounts are made; run the prestart/createRuntime hooks now.
+pub const HOOKS: u8 = b'H';
+/// Parent to child: the runtime's hooks ran, go on to pivot_root.
+pub const RESUME: u8 = b'C';
 /// Child to parent: a failure message follows the kind byte.
 pub const FAILED: u8 = b'E';
 

@@ -7,6 +7,7 @@ pub mod stats;
 pub mod update;
 pub mod v1;
 pub mod v2;
+pub mod devices;
 
 use crate::error::{Error, Result};
 use oci_spec::runtime::LinuxResources;
@@ -141,6 +142,7 @@ impl Cgroup {
                 })
             }
         };
+        let result = result.and_then(|_| devices::apply(&cg, mode, resources));
         match result {
             Ok(()) => Ok(cg),
             Err(e) => {

@@ -58,11 +58,25 @@ fn inherit_cpuset(dir: &Path) -> Result<()> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let current = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
         if current.trim().is_empty() {
-            let value = std::fs::read_to_string(parent.join(file)).map_err(|e| Error::io("read", parent.join(file), e))?;
-            super::write(dir, file, value.trim())?;
+            let value = filled_cpuset(parent, file)?;
+            super::write(dir, file, &value)?;
         }
     }
     Ok(())
+}
+
+/// A cpuset value of `dir`, filled from its ancestors first when empty: a
+/// parent another create made a moment ago may not have its values yet.
+fn filled_cpuset(dir: &Path, file: &str) -> Result<String> {
+    let value = std::fs::read_to_string(dir.join(file)).map_err(|e| Error::io("read", dir.join(file), e))?;
+    let value = value.trim();
+    if !value.is_empty() {
+        return Ok(value.to_string());
+    }
+    let parent = dir.parent().filter(|p| p.join(file).exists()).ok_or_else(|| Error::msg(format!("{} is empty", dir.join(file).display())))?;
+    let inherited = filled_cpuset(parent, file)?;
+    super::write(dir, file, &inherited)?;
+    Ok(inherited)
 }
 
 

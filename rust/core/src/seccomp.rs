@@ -1,0 +1,190 @@
+//! `linux.seccomp`: the filter is compiled by libseccomp in the parent
+//! (libseccomp allocates), exported as classic BPF, and loaded by the
+//! container's init with one raw seccomp(2) call, which needs no heap.
+
+use crate::error::{Error, Result};
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
+use std::io::{Read, Seek};
+use std::str::FromStr;
+
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
+
+/// A compiled filter, ready for the kernel.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub program: Vec<libc::sock_filter>,
+    pub flags: u32,
+}
+
+impl Filter {
+    /// Compile the config's seccomp section. Syscall names this libseccomp
+    /// does not know are skipped (as runc does); anything else it cannot
+    /// express is a config error.
+    pub fn compile(cfg: &LinuxSeccomp) -> Result<Filter> {
+        let bad = |what: String| Error::msg(format!("linux.seccomp: {what}"));
+        if cfg.listener_path().as_ref().is_some_and(|p| !p.as_os_str().is_empty()) {
+            return Err(bad("listenerPath (seccomp user notification) is not supported by capsa-runtime".into()));
+        }
+        let default = action(cfg.default_action(), cfg.default_errno_ret()).map_err(|e| bad(format!("defaultAction: {e}")))?;
+        let mut ctx = ScmpFilterContext::new(default).map_err(|e| bad(format!("create filter: {e}")))?;
+        for arch in cfg.architectures().iter().flatten() {
+            let name = arch.to_string();
+            let a = ScmpArch::from_str(&name).map_err(|_| bad(format!("unknown architecture {name}")))?;
+            ctx.add_arch(a).map_err(|e| bad(format!("add architecture {name}: {e}")))?;
+        }
+        let mut flags = 0;
+        for f in cfg.flags().iter().flatten() {
+            flags |= match f {
+                LinuxSeccompFilterFlag::SeccompFilterFlagLog => SECCOMP_FILTER_FLAG_LOG,
+                LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                LinuxSeccompFilterFlag::SeccompFilterFlagTsync => SECCOMP_FILTER_FLAG_TSYNC,
+                // Only meaningful with user notification, which is refused above.
+                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
+            };
+        }
+        for rule in cfg.syscalls().iter().flatten() {
+            let act = action(rule.action(), rule.errno_ret()).map_err(|e| bad(format!("syscalls {:?}: {e}", rule.names())))?;
+            // libseccomp refuses a rule whose action is the default: it would change nothing.
+            if act == default {
+                continue;
+            }
+            let conditions: Vec<ScmpArgCompare> = rule.args().iter().flatten().map(|a| condition(a.index(), a.op(), a.value(), a.value_two())).collect();
+            for index in rule.args().iter().flatten().map(|a| a.index()) {
+                if index > 5 {
+                    return Err(bad(format!("syscalls {:?}: argument index {index} is out of range 0-5", rule.names())));
+                }
+            }
+            // Two conditions on one argument cannot be ANDed by libseccomp: like
+            // runc, each then becomes its own rule (ORed).
+            let mut indexes: Vec<usize> = rule.args().iter().flatten().map(|a| a.index()).collect();
+            indexes.sort();
+            let repeated = indexes.windows(2).any(|w| w[0] == w[1]);
+            for name in rule.names() {
+                let Ok(nr) = ScmpSyscall::from_name(name) else { continue };
+                let added = if repeated {
+                    conditions.iter().try_for_each(|c| ctx.add_rule_conditional(act, nr, std::slice::from_ref(c)).map(|_| ()))
+                } else {
+                    ctx.add_rule_conditional(act, nr, &conditions).map(|_| ())
+                };
+                added.map_err(|e| bad(format!("add rule for {name}: {e}")))?;
+            }
+        }
+        Ok(Filter { program: export(&ctx)?, flags })
+    }
+
+    /// Load the filter into the calling thread. For the container's init:
+    /// no allocation. Returns the errno on failure.
+    pub fn load(&self) -> std::result::Result<(), i32> {
+        let prog = libc::sock_fprog { len: self.program.len() as u16, filter: self.program.as_ptr() as *mut libc::sock_filter };
+        let r = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, self.flags as libc::c_ulong, &prog as *const libc::sock_fprog) };
+        if r == 0 { Ok(()) } else { Err(crate::mounts::errno()) }
+    }
+}
+
+fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction> {
+    Ok(match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno_ret.unwrap_or(libc::EPERM as u32) as i32),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno_ret.unwrap_or(libc::EPERM as u32) as u16),
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err(Error::msg("SCMP_ACT_NOTIFY (user notification) is not supported by capsa-runtime"));
+        }
+    })
+}
+
+/// One argument condition. For SCMP_CMP_MASKED_EQ the spec's `value` is the
+/// mask and `valueTwo` the value compared after masking (libseccomp's order).
+fn condition(index: usize, op: LinuxSeccompOperator, value: u64, value_two: Option<u64>) -> ScmpArgCompare {
+    let index = index as u32;
+    match op {
+        LinuxSeccompOperator::ScmpCmpNe => ScmpArgCompare::new(index, ScmpCompareOp::NotEqual, value),
+        LinuxSeccompOperator::ScmpCmpLt => ScmpArgCompare::new(index, ScmpCompareOp::Less, value),
+        LinuxSeccompOperator::ScmpCmpLe => ScmpArgCompare::new(index, ScmpCompareOp::LessOrEqual, value),
+        LinuxSeccompOperator::ScmpCmpEq => ScmpArgCompare::new(index, ScmpCompareOp::Equal, value),
+        LinuxSeccompOperator::ScmpCmpGe => ScmpArgCompare::new(index, ScmpCompareOp::GreaterEqual, value),
+        LinuxSeccompOperator::ScmpCmpGt => ScmpArgCompare::new(index, ScmpCompareOp::Greater, value),
+        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpArgCompare::new(index, ScmpCompareOp::MaskedEqual(value), value_two.unwrap_or(0)),
+    }
+}
+
+/// The filter as BPF instructions: exported into a memfd (Debian's
+/// libseccomp 2.5 has no export to memory) and read back.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
+    let fd = memfd(c"capsa-seccomp").map_err(|e| Error::msg(format!("linux.seccomp: memfd_create: {e}")))?;
+    ctx.export_bpf(&fd).map_err(|e| Error::msg(format!("linux.seccomp: export BPF: {e}")))?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| Error::io("linux.seccomp: read exported BPF from", "memfd", e))?;
+    let size = std::mem::size_of::<libc::sock_filter>();
+    if bytes.is_empty() || bytes.len() % size != 0 || bytes.len() / size > u16::MAX as usize {
+        return Err(Error::msg(format!("linux.seccomp: libseccomp exported {} bytes of BPF, not a program", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(size)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+/// An anonymous in-memory file, close-on-exec.
+pub(crate) fn memfd(name: &std::ffi::CStr) -> std::io::Result<std::os::fd::OwnedFd> {
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn compiles_rules_with_conditions() {
+        let f = Filter::compile(&parse(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+                "flags":["SECCOMP_FILTER_FLAG_LOG"],
+                "syscalls":[{"names":["mkdir","no_such_syscall"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                            {"names":["personality"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
+                            {"names":["clone"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":2114060288,"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}]},
+                            {"names":["getpid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        ))
+        .unwrap();
+        assert!(f.program.len() > 10);
+        assert_eq!(f.flags, SECCOMP_FILTER_FLAG_LOG);
+        // The last instruction of a libseccomp program is a return.
+        assert_eq!(f.program.last().unwrap().code, (libc::BPF_RET | libc::BPF_K) as u16);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let e = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#)).unwrap_err();
+        assert!(e.0.contains("SCMP_ACT_NOTIFY"), "{e}");
+        let e = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock"}"#)).unwrap_err();
+        assert!(e.0.contains("listenerPath"), "{e}");
+        let e = Filter::compile(&parse(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+        ))
+        .unwrap_err();
+        assert!(e.0.contains("index 6"), "{e}");
+        assert!(serde_json::from_str::<LinuxSeccomp>(r#"{"defaultAction":"SCMP_ACT_BOGUS"}"#).is_err());
+    }
+}
