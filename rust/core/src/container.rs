@@ -62,6 +62,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         return Err(Error::msg(format!("bundle {} is not a directory", bundle.display())));
     }
     let spec = load_spec(&bundle)?;
+    // Not a container id ('@'): `list` and `delete` never take it for one.
+    crate::seccomp::set_cache_dir(root.join("@seccomp-cache"));
     let mut plan = Plan::new(&spec, &bundle, opts.no_pivot)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), id, opts.systemd_cgroup)?;

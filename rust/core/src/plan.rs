@@ -361,7 +361,7 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
-        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::Filter::compile).transpose()?,
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::compile_cached).transpose()?,
     })
 }
 
