@@ -165,3 +165,16 @@ def test_filter_without_no_new_privileges_for_a_non_root_user(ctx):
     assert res.ok, res.describe()
     assert res.stdout.split()[0] == "1000" and "rc=1" in res.stdout, res.describe()
     assert "No space left on device" in res.stderr, res.describe()
+
+
+def test_compiled_filter_is_reused_and_still_enforced(ctx):
+    if ctx.is_runc:
+        pytest.skip("the compiled-filter cache is capsa's")
+    profile = deny(["mkdir", "mkdirat"], errno=28)
+    for _ in range(2):
+        res = run_with(ctx, sh("mkdir /tmp/a; echo rc=$?"), profile)
+        assert res.ok and "rc=1" in res.stdout and "No space left on device" in res.stderr, res.describe()
+    cache = ctx.root / "@seccomp-cache"
+    assert len(list(cache.iterdir())) == 1
+    assert cache.stat().st_mode & 0o077 == 0, "the cache must be root's alone"
+    assert not ctx.ok("list", "--format", "json").stdout.strip("[]\n"), "the cache is not a container"

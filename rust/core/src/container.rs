@@ -65,6 +65,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         return Err(Error::msg(format!("bundle {} is not a directory", bundle.display())));
     }
     let spec = load_spec(&bundle)?;
+    // Not a container id ('@'): `list` and `delete` never take it for one.
+    crate::seccomp::set_cache_dir(root.join("@seccomp-cache"));
     let mut plan = Plan::new(&spec, &bundle, opts.no_pivot)?;
     if let Some(ov) = &opts.rootfs_overlay {
         let links = ov.upper.parent().unwrap_or(Path::new("/")).join("lower-links");

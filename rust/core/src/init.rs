@@ -406,7 +406,8 @@ fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
     Ok(())
 }
 
-fn load_seccomp(p: &ProcessPlan) -> Result<(), Failure<'_>> {
+/// The process's seccomp filter, if any (exec loads it too, after no_new_privs).
+pub(crate) fn load_seccomp(p: &ProcessPlan) -> Result<(), Failure<'_>> {
     match &p.seccomp {
         Some(filter) => filter.load().map_err(|e| Failure::bare("load seccomp filter", e)),
         None => Ok(()),

@@ -367,7 +367,7 @@ pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         terminal: p.terminal().unwrap_or(false),
         console_size: p.console_size().map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
         oom_score_adj: p.oom_score_adj(),
-        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::Filter::compile).transpose()?,
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::compile_cached).transpose()?,
     })
 }
 

@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
 use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
@@ -36,16 +38,7 @@ impl Filter {
             let a = ScmpArch::from_str(&name).map_err(|_| bad(format!("unknown architecture {name}")))?;
             ctx.add_arch(a).map_err(|e| bad(format!("add architecture {name}: {e}")))?;
         }
-        let mut flags = 0;
-        for f in cfg.flags().iter().flatten() {
-            flags |= match f {
-                LinuxSeccompFilterFlag::SeccompFilterFlagLog => SECCOMP_FILTER_FLAG_LOG,
-                LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-                LinuxSeccompFilterFlag::SeccompFilterFlagTsync => SECCOMP_FILTER_FLAG_TSYNC,
-                // Only meaningful with user notification, which is refused above.
-                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
-            };
-        }
+        let flags = Filter::compile_flags(cfg);
         for rule in cfg.syscalls().iter().flatten() {
             let act = action(rule.action(), rule.errno_ret()).map_err(|e| bad(format!("syscalls {:?}: {e}", rule.names())))?;
             // libseccomp refuses a rule whose action is the default: it would change nothing.
@@ -76,6 +69,20 @@ impl Filter {
         Ok(Filter { program: export(&ctx)?, flags })
     }
 
+    fn compile_flags(cfg: &LinuxSeccomp) -> u32 {
+        let mut flags = 0;
+        for f in cfg.flags().iter().flatten() {
+            flags |= match f {
+                LinuxSeccompFilterFlag::SeccompFilterFlagLog => SECCOMP_FILTER_FLAG_LOG,
+                LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                LinuxSeccompFilterFlag::SeccompFilterFlagTsync => SECCOMP_FILTER_FLAG_TSYNC,
+                // Only meaningful with user notification, which compile refuses.
+                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
+            };
+        }
+        flags
+    }
+
     /// Load the filter into the calling thread. For the container's init:
     /// no allocation. Returns the errno on failure.
     pub fn load(&self) -> std::result::Result<(), i32> {
@@ -83,6 +90,77 @@ impl Filter {
         let r = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, self.flags as libc::c_ulong, &prog as *const libc::sock_fprog) };
         if r == 0 { Ok(()) } else { Err(crate::mounts::errno()) }
     }
+}
+
+/// Compiling a profile like Docker's takes libseccomp 15-30 ms (most of it
+/// the export): compiled programs are kept by the hash of what they are made
+/// from, in memory and, once `set_cache_dir` named one, in files there.
+static CACHE_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+static MEMORY: Mutex<Vec<(String, Filter)>> = Mutex::new(Vec::new());
+
+/// Keep compiled filters in `dir` (made 0700; it must be root's alone, as
+/// the runtime's state root is: a program read from it is loaded as is).
+pub fn set_cache_dir(dir: PathBuf) {
+    if let Ok(mut d) = CACHE_DIR.lock() {
+        *d = Some(dir);
+    }
+}
+
+/// `Filter::compile`, through the caches.
+pub fn compile_cached(cfg: &LinuxSeccomp) -> Result<Filter> {
+    let key = cache_key(cfg)?;
+    if let Some(f) = MEMORY.lock().ok().and_then(|m| m.iter().find(|(k, _)| *k == key).map(|(_, f)| f.clone())) {
+        return Ok(f);
+    }
+    let dir = CACHE_DIR.lock().ok().and_then(|d| d.clone());
+    let from_file = dir.as_ref().and_then(|d| read_program(&d.join(&key)));
+    let filter = match from_file {
+        Some(program) => Filter { program, flags: Filter::compile_flags(cfg) },
+        None => {
+            let f = Filter::compile(cfg)?;
+            if let Some(d) = &dir {
+                let _ = write_program(d, &key, &f.program); // a cache: failing to keep it is no error
+            }
+            f
+        }
+    };
+    if let Ok(mut m) = MEMORY.lock() {
+        if m.len() >= 16 {
+            m.remove(0);
+        }
+        m.push((key, filter.clone()));
+    }
+    Ok(filter)
+}
+
+/// What the program depends on: the config, libseccomp's version, this machine.
+fn cache_key(cfg: &LinuxSeccomp) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_vec(cfg).map_err(|e| Error::msg(format!("linux.seccomp: encode: {e}")))?;
+    let v = libseccomp::ScmpVersion::current().map_err(|e| Error::msg(format!("libseccomp version: {e}")))?;
+    let mut h = Sha256::new();
+    h.update(format!("capsa-seccomp-1 libseccomp {}.{}.{} {}\n", v.major, v.minor, v.micro, std::env::consts::ARCH));
+    h.update(&text);
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn read_program(path: &Path) -> Option<Vec<libc::sock_filter>> {
+    let bytes = std::fs::read(path).ok()?;
+    program_from_bytes(&bytes).ok()
+}
+
+fn write_program(dir: &Path, key: &str, program: &[libc::sock_filter]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for i in program {
+        bytes.extend_from_slice(&i.code.to_ne_bytes());
+        bytes.extend_from_slice(&[i.jt, i.jf]);
+        bytes.extend_from_slice(&i.k.to_ne_bytes());
+    }
+    let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, dir.join(key))
 }
 
 fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction> {
@@ -125,9 +203,13 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
     file.rewind()
         .and_then(|_| file.read_to_end(&mut bytes))
         .map_err(|e| Error::io("linux.seccomp: read exported BPF from", "memfd", e))?;
+    program_from_bytes(&bytes)
+}
+
+fn program_from_bytes(bytes: &[u8]) -> Result<Vec<libc::sock_filter>> {
     let size = std::mem::size_of::<libc::sock_filter>();
-    if bytes.is_empty() || bytes.len() % size != 0 || bytes.len() / size > u16::MAX as usize {
-        return Err(Error::msg(format!("linux.seccomp: libseccomp exported {} bytes of BPF, not a program", bytes.len())));
+    if bytes.is_empty() || !bytes.len().is_multiple_of(size) || bytes.len() / size > u16::MAX as usize {
+        return Err(Error::msg(format!("linux.seccomp: {} bytes of BPF are not a program", bytes.len())));
     }
     Ok(bytes
         .chunks_exact(size)
@@ -172,6 +254,23 @@ mod tests {
         assert_eq!(f.flags, SECCOMP_FILTER_FLAG_LOG);
         // The last instruction of a libseccomp program is a return.
         assert_eq!(f.program.last().unwrap().code, (libc::BPF_RET | libc::BPF_K) as u16);
+    }
+
+    #[test]
+    fn cached_program_is_the_compiled_one() {
+        let cfg = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"}],"flags":["SECCOMP_FILTER_FLAG_LOG"]}"#);
+        let dir = std::env::temp_dir().join(format!("capsa-seccomp-cache-{}", std::process::id()));
+        let compiled = Filter::compile(&cfg).unwrap();
+        let key = cache_key(&cfg).unwrap();
+        write_program(&dir, &key, &compiled.program).unwrap();
+        let back = read_program(&dir.join(&key)).unwrap();
+        assert_eq!(back.len(), compiled.program.len());
+        assert!(back.iter().zip(&compiled.program).all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k)));
+        let other = parse(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
+        assert_ne!(cache_key(&other).unwrap(), key);
+        let f = compile_cached(&cfg).unwrap();
+        assert_eq!((f.program.len(), f.flags), (compiled.program.len(), SECCOMP_FILTER_FLAG_LOG));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
