@@ -178,3 +178,19 @@ def test_compiled_filter_is_reused_and_still_enforced(ctx):
     assert len(list(cache.iterdir())) == 1
     assert cache.stat().st_mode & 0o077 == 0, "the cache must be root's alone"
     assert not ctx.ok("list", "--format", "json").stdout.strip("[]\n"), "the cache is not a container"
+
+
+@pytest.mark.parametrize("no_new_privs", [True, False])
+def test_exec_gets_the_containers_filter(ctx, no_new_privs):
+    """An exec'd process runs under the container's filter, loaded last before
+    execve with no_new_privs and before the capabilities drop without it."""
+    cid, config = ctx.config(["sleep", "1000"], extra_mounts=[TMPFS])
+    config["linux"]["seccomp"] = deny(["mkdir", "mkdirat"], errno=1)
+    config["process"]["noNewPrivileges"] = no_new_privs
+    bundle = ctx.write_bundle(cid, config)
+    ctx.ok("create", "--bundle", bundle, cid)
+    ctx.ok("start", cid)
+    res = ctx.cli("exec", cid, "sh", "-c", "mkdir /tmp/a; echo rc=$?; grep Seccomp: /proc/self/status")
+    assert res.ok, res.describe()
+    assert "rc=1" in res.stdout and "Seccomp:\t2" in res.stdout, res.describe()
+    assert "Operation not permitted" in res.stderr, res.describe()

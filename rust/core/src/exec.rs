@@ -285,6 +285,11 @@ fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
     let exe = init::prepare_process(cx.process, cx.userns, cx.console, cx.preserve_fds)?;
     // Outlive the runtime from here on (a detached exec's runtime exits now).
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    // With no_new_privs the container's filter goes on last, as for its init
+    // (without it, prepare_process loaded it before dropping capabilities).
+    if cx.process.no_new_privs {
+        init::load_seccomp(cx.process)?;
+    }
     Ok(exe)
 }
 
