@@ -163,6 +163,22 @@ def test_update_resources_file_and_stdin_v1(ctx):
     assert read(v1_dir("pids", cid) / "pids.max") == "40"
 
 
+@needs_v1("memory")
+def test_update_raises_memory_and_swap_v1(ctx):
+    """memory.limit_in_bytes may not exceed memory.memsw.limit_in_bytes: raising
+    both, the runtime writes memsw first."""
+    memsw = v1_dir("memory", "x").parent.parent / "memory.memsw.limit_in_bytes"
+    if not memsw.exists():
+        pytest.skip("no swap accounting (memory.memsw.*) on this host")
+    cid, _ = ctx.create(["sleep", "1000"], resources={"memory": {"limit": 32 * MiB, "swap": 32 * MiB}})
+    ctx.ok("start", cid)
+    ctx.ok("update", "--memory", "64m", "--memory-swap", "96m", cid)
+    assert int(read(v1_dir("memory", cid) / "memory.limit_in_bytes")) == 64 * MiB
+    assert int(read(v1_dir("memory", cid) / "memory.memsw.limit_in_bytes")) == 96 * MiB
+    ctx.ok("update", "--memory", "16m", "--memory-swap", "16m", cid)
+    assert int(read(v1_dir("memory", cid) / "memory.memsw.limit_in_bytes")) == 16 * MiB
+
+
 @needs_v1("pids")
 def test_update_is_enforced(ctx):
     """A lowered pids limit stops new processes in the running container."""
