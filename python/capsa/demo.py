@@ -1,6 +1,8 @@
-"""The main job, end to end: build a busybox OCI bundle from the host's
-static busybox, then run containers from it through `capsa-runtime` (the
-runc command contract) and through the in-process Python API.
+"""The main job, end to end: start a real registry (Debian's docker-registry)
+on loopback, make a busybox image from the host's static busybox, push it,
+pull it into a fresh store and run containers from it with `capsa`; then run
+the same busybox as an OCI bundle through `capsa-runtime` (the runc command
+contract) and through the in-process Python API.
 
     python -m capsa.demo
 """
@@ -9,14 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 BUSYBOX = "/bin/busybox"
+REGISTRY = "/usr/bin/docker-registry"
 
 
 def busybox_rootfs(dest: Path) -> Path:
@@ -47,14 +53,71 @@ def busybox_bundle(dest: Path, args: list[str], **process) -> Path:
     return dest
 
 
+def start_registry(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """docker-registry on 127.0.0.1:<free port> with its storage in workdir."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = workdir / "registry.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+                      f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("docker-registry did not start")
+
+
+def capsa(*args: str, root: Path) -> None:
+    print("$ capsa " + shlex.join(args), flush=True)
+    cli = shutil.which("capsa") or str(Path(sys.executable).with_name("capsa"))
+    subprocess.run([cli, "--root", str(root), *args], check=True)
+
+
+def image_demo(tmp: Path) -> None:
+    """Registry round trip, then containers from the pulled image."""
+    proc, host = start_registry(tmp)
+    try:
+        tarball = tmp / "busybox.tar"
+        with tarfile.open(tarball, "w") as tar:
+            tar.add(busybox_rootfs(tmp / "image-rootfs"), arcname=".")
+        image = f"{host}/demo/busybox:latest"
+        store = tmp / "store"
+        capsa("import", "--change", "CMD [\"sh\"]", str(tarball), image, root=store)
+        capsa("push", image, root=store)
+        capsa("rmi", image, root=store)
+        capsa("pull", image, root=store)
+        capsa("images", root=store)
+        capsa("run", "--rm", "--name", "hello", image, "sh", "-c",
+              'echo "hello from $(hostname), PID $$, root: overlay of the image"', root=store)
+        capsa("run", "-d", "--name", "ticker", image, "sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.2; done; sleep 30", root=store)
+        time.sleep(1)
+        capsa("ps", root=store)
+        capsa("logs", "ticker", root=store)
+        capsa("rm", "-f", "ticker", root=store)
+        print()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> int:
-    if not Path(BUSYBOX).exists():
-        print(f"{BUSYBOX} is missing: apt-get install busybox-static", file=sys.stderr)
-        return 1
+    for need, package in ((BUSYBOX, "busybox-static"), (REGISTRY, "docker-registry")):
+        if not Path(need).exists():
+            print(f"{need} is missing: apt-get install {package}", file=sys.stderr)
+            return 1
     from capsa.runtime import Runtime
 
     with tempfile.TemporaryDirectory(prefix="capsa-demo-") as tmp:
         tmp = Path(tmp)
+        os.chmod(tmp, 0o755)
+        image_demo(tmp)
         script = 'echo "hello from $(hostname), I am PID $$, my network: $(ls /sys/class/net)"; exit 3'
         bundle = busybox_bundle(tmp / "bundle", ["sh", "-c", script])
         root = tmp / "state"

@@ -126,9 +126,11 @@ pub fn writes(r: &LinuxResources, exists: impl Fn(&str) -> bool) -> Result<Vec<(
             w.push(("cpuset", "cpuset.mems", mems.clone()));
         }
     }
-    if let Some(p) = r.pids() {
+    // As runc: a limit of 0 means "not set" (podman writes it for no limit),
+    // so no write and no need for the pids controller; below 0 is unlimited.
+    if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
         let limit = p.limit();
-        w.push(("pids", "pids.max", if limit <= 0 { "max".into() } else { limit.to_string() }));
+        w.push(("pids", "pids.max", if limit < 0 { "max".into() } else { limit.to_string() }));
     }
     if let Some(b) = r.block_io() {
         if let Some(weight) = b.weight() {

@@ -128,8 +128,9 @@ pub fn writes(r: &LinuxResources) -> Result<Vec<(&'static str, &'static str, Str
             w.push(("cpuset", "cpuset.mems", mems.clone()));
         }
     }
-    if let Some(p) = r.pids() {
-        w.push(("pids", "pids.max", max(if p.limit() <= 0 { -1 } else { p.limit() })));
+    // 0 means "not set", as in runc (see v1.rs).
+    if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
+        w.push(("pids", "pids.max", max(p.limit())));
     }
     if let Some(b) = r.block_io() {
         if let Some(weight) = b.weight() {
@@ -176,9 +177,11 @@ mod tests {
 
     #[test]
     fn pids_and_io() {
-        let r: LinuxResources = serde_json::from_str(r#"{"pids":{"limit":0},"blockIO":{"weight":500}}"#).unwrap();
+        let r: LinuxResources = serde_json::from_str(r#"{"pids":{"limit":-1},"blockIO":{"weight":500}}"#).unwrap();
         let w = writes(&r).unwrap();
         assert_eq!(w[0].2, "max");
         assert_eq!(w[1], ("io", "io.weight", io_weight(500).to_string()));
+        let unset: LinuxResources = serde_json::from_str(r#"{"pids":{"limit":0}}"#).unwrap();
+        assert!(writes(&unset).unwrap().is_empty(), "a pids limit of 0 is not set, as with runc");
     }
 }
