@@ -378,6 +378,8 @@ class Containerd:
         state = self.runc_root / self.namespace
         if state.is_dir():
             for left in state.iterdir():
+                if left.name.startswith("@"):   # capsa's caches (compiled seccomp filters), not container state
+                    continue
                 problems.append(f"runtime state left: {left}")
                 h.run_cmd([self.runtime, "--root", state, "delete", "--force", left.name])
         for d in cgroup_dirs(self.namespace):
