@@ -27,7 +27,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -35,13 +34,14 @@ import sys
 import time
 from pathlib import Path
 
+from debian_rootfs import build_rootfs
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from registry_server import start_registry, stop_registry  # noqa: E402  (the tests' real registry)
 
 CACHE = Path("/var/tmp/capsa-bench/pull")
 SCRATCH = Path("/dev/shm/capsa-pull")
-SUITE = "bookworm"
 LAYERS = [  # (name, tar arguments relative to the rootfs)
     ("base", ["--exclude=./usr", "."]),
     ("usr-lib", ["./usr/lib"]),
@@ -64,42 +64,8 @@ def parse_args(argv):
 # The image, made once
 # --------------------------------------------------------------------------
 
-def apt_mirror() -> str:
-    files = sorted(Path("/etc/apt").glob("sources.list.d/*.sources")) + [Path("/etc/apt/sources.list")]
-    files += sorted(Path("/etc/apt").glob("sources.list.d/*.list"))
-    for f in files:
-        try:
-            text = f.read_text()
-        except OSError:
-            continue
-        if f.suffix == ".sources":
-            for stanza in re.split(r"\n\s*\n", text):
-                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
-                if SUITE in fields.get("Suites", "").split() and fields.get("Types", "") == "deb":
-                    return fields["URIs"].split()[0]
-        else:
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) >= 3 and parts[0] == "deb" and SUITE in parts and not parts[1].startswith("["):
-                    return parts[1]
-    sys.exit(f"no {SUITE} mirror in /etc/apt/sources.list*: pass --rootfs DIR")
-
-
 def rootfs(args) -> Path:
-    if args.rootfs:
-        return args.rootfs
-    target = CACHE / "rootfs"
-    if not (CACHE / "rootfs.done").exists():
-        shutil.rmtree(target, ignore_errors=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        mirror = apt_mirror()
-        print(f"debootstrap --variant=minbase --include=nginx {SUITE} {target} {mirror}", file=sys.stderr)
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=nginx", SUITE, str(target), mirror],
-                       check=True, stdout=subprocess.DEVNULL)
-        for deb in (target / "var/cache/apt/archives").glob("*.deb"):
-            deb.unlink()
-        (CACHE / "rootfs.done").write_text(mirror + "\n")
-    return target
+    return args.rootfs or build_rootfs(CACHE)[0]
 
 
 def sha256_file(path: Path) -> str:
