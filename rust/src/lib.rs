@@ -91,8 +91,7 @@ fn run(
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<Option<i32>> {
         let created = container::create(&root, &id, &bundle, &opts)?;
-        let init = created.init.as_ref().expect("created for an in-process start");
-        if let Err(e) = container::start_in_process(&root, &id, init) {
+        if let Err(e) = container::start_in_process(&root, &id, &created) {
             let _ = container::delete(&root, &id, true);
             return Err(e);
         }

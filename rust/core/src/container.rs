@@ -32,6 +32,8 @@ pub struct Created {
     pub pid: i32,
     /// Present when created with `start_in_process`.
     pub init: Option<Spawned>,
+    /// The config has hooks: starting must read the state and config again for them.
+    pub hooks: bool,
 }
 
 /// Read and parse `<bundle>/config.json`.
@@ -165,7 +167,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     std::mem::forget(kill_guard);
     std::mem::forget(cgroup_guard);
     std::mem::forget(dir_guard);
-    Ok(Created { pid, init: opts.start_in_process.then_some(spawned) })
+    Ok(Created { pid, init: opts.start_in_process.then_some(spawned), hooks: spec.hooks().is_some() })
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
@@ -220,8 +222,12 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
 
 /// Start an init created with `start_in_process` (run, the Python API):
 /// it execs, then the poststart hooks run.
-pub fn start_in_process(root: &Path, id: &str, init: &Spawned) -> Result<()> {
+pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> {
+    let init = created.init.as_ref().ok_or_else(|| Error::msg(format!("container {id} was not created for an in-process start")))?;
     init.start()?;
+    if !created.hooks {
+        return Ok(());
+    }
     if let Ok(st) = State::load(root, id) {
         poststart(&st, root);
     }

@@ -228,10 +228,31 @@ const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 
-/// Load the program and attach it to the cgroup directory. The attachment
-/// keeps it alive; it goes with the cgroup.
+/// Programs this process has loaded, newest last: the verifier costs about
+/// half a millisecond per load, and most containers share one rule set.
+static LOADED: std::sync::Mutex<Vec<(Vec<Insn>, std::os::fd::OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+const LOADED_MAX: usize = 8;
+
+/// Attach the program to the cgroup directory, loaded once per rule set
+/// and process. The attachment keeps it alive; it goes with the cgroup.
 pub fn apply_v2(dir: &Path, rules: &[Rule]) -> Result<()> {
     let prog = program(rules);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match loaded.iter().position(|(p, _)| *p == prog) {
+        Some(i) => i,
+        None => {
+            let fd = load_program(dir, &prog)?;
+            if loaded.len() == LOADED_MAX {
+                loaded.remove(0);
+            }
+            loaded.push((prog, fd));
+            loaded.len() - 1
+        }
+    };
+    attach_program(dir, &loaded[i].1)
+}
+
+fn load_program(dir: &Path, prog: &[Insn]) -> Result<std::os::fd::OwnedFd> {
     let mut name = [0u8; 16];
     name[..12].copy_from_slice(b"capsa_device");
     let load = |log: &mut [u8]| {
@@ -263,7 +284,11 @@ pub fn apply_v2(dir: &Path, rules: &[Rule]) -> Result<()> {
             crate::error::errno_text(e)
         )));
     }
-    let prog_fd: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) };
+    // BPF fds are close-on-exec.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
+fn attach_program(dir: &Path, prog_fd: &std::os::fd::OwnedFd) -> Result<()> {
     let cgroup = std::fs::File::open(dir).map_err(|e| Error::io("open cgroup", dir, e))?;
     let attach = ProgAttach {
         target_fd: cgroup.as_raw_fd() as u32,
