@@ -378,6 +378,8 @@ class Containerd:
         state = self.runc_root / self.namespace
         if state.is_dir():
             for left in state.iterdir():
+                if left.name == "@seccomp-cache":  # the runtime's compiled-filter cache, shared by design
+                    continue
                 problems.append(f"runtime state left: {left}")
                 h.run_cmd([self.runtime, "--root", state, "delete", "--force", left.name])
         for d in cgroup_dirs(self.namespace):

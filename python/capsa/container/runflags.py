@@ -160,9 +160,15 @@ def find_image(root: Path, ref: str, conn=None):
     store = Store.open(root)
     image = store.lookup(ref)
     if image is None:
+        from capsa.image.progress import for_output
         from capsa.image.pull import pull
         print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-        image = pull(store, ref)
+        # As docker run: the pull's progress on stderr, stdout is the container's.
+        progress = for_output(stream=sys.stderr)
+        try:
+            image = pull(store, ref, progress=progress)
+        finally:
+            progress.close()
     return image
 
 
