@@ -107,10 +107,15 @@ _both("create", help="Create a container without starting it.", context_settings
 
 @_both("start")
 def start(containers: List[str] = typer.Argument(...),
-          attach: bool = typer.Option(False, "-a", "--attach", help="Follow the output until it exits")):
+          attach: bool = typer.Option(False, "-a", "--attach", help="Follow the output until it exits"),
+          interactive: bool = typer.Option(False, "-i", "--interactive", help="Run attached to this stdin (and terminal, if created with -t)")):
     """Start stopped or created containers."""
     from capsa.container import lifecycle, logs
     store = _store()
+    if interactive:
+        if len(containers) != 1:
+            raise CapsaError("you cannot start and attach multiple containers at once")
+        raise typer.Exit(lifecycle.start_attached(store, _find(store, containers[0])))
     for ref in containers:
         rec = _find(store, ref)
         lifecycle.start(store, rec)
