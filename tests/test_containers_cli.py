@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -301,4 +302,19 @@ def test_start_ai_gives_the_terminal_of_create_t(capsa):
         os.close(master)
     assert "TTY-42" in out, out
     assert os.waitstatus_to_exitcode(status) == 6, out
+    assert capsa("rm", name).returncode == 0
+
+
+def test_ps_fast_path_agrees_with_the_full_cli(capsa):
+    """`capsa ps` skips typer (benches/ps_many.py); `capsa container ps` goes through it: same output."""
+    name = f"psfast-{os.getpid()}"
+    assert capsa("create", "--name", name, "busybox", "sh", "-c", "echo a very long command line here").returncode == 0
+    for flags in (["-a"], ["-aq"], ["-a", "--no-trunc"], ["-a", "--format", "json"], ["--format=json"]):
+        fast, full = capsa("ps", *flags), capsa("container", "ps", *flags)
+        ago = re.compile(r"(Less than a second|About a minute|\d+ \w+) ago")  # may tick between the two
+        same = lambda out: re.sub(r" +", " ", ago.sub("", out))  # noqa: E731 (and the column widths with it)
+        assert (fast.returncode, same(fast.stdout)) == (full.returncode, same(full.stdout)), flags
+    assert name in capsa("ps", "-a").stdout and name not in capsa("ps").stdout
+    bad = capsa("ps", "--format", "yaml")
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert capsa("rm", name).returncode == 0
