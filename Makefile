@@ -33,6 +33,8 @@ build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 	@# The container monitor is a native binary (maturin builds only the extension); capsa finds it on PATH or next to python.
 	cargo build --release -q -p capsa-monitor && install -m 755 target/release/capsa-monitor $(VENV)/bin/capsa-monitor
+	@# --init's reaper, linked statically so it runs in any image (bind-mounted at /dev/init).
+	cargo rustc --release -q -p capsa-init -- -C target-feature=+crt-static && install -m 755 target/release/capsa-init $(VENV)/bin/capsa-init
 	@# Bytecode ahead of time: start-up cost matters and PYTHONDONTWRITEBYTECODE may be set.
 	$(PY) -m compileall -q python/capsa
 
@@ -84,3 +86,8 @@ bench-run: setup
 .PHONY: bench-monitor
 bench-monitor: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/monitor_memory.py --containers 10
+
+# capsa ps -a vs podman ps -a with 200 created containers (runc, private storage), same image.
+.PHONY: bench-ps
+bench-ps: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/ps_many.py --containers 200

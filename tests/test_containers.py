@@ -339,3 +339,79 @@ def test_named_volume_outlives_its_container(world, capfd):
     assert (code, out) == (0, "kept\n"), err
     lifecycle.remove(world.store, second, volumes=True)
     assert not (world.store.volumes_dir / name).exists()
+
+
+# ---------------------------------------------------------------- more flags, seen from inside
+
+def _cgroup_v1(controller: str) -> bool:
+    return Path(f"/sys/fs/cgroup/{controller}").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+def test_cpus_and_cpu_shares(world, capfd):
+    script = ("cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/cpu/cpu.shares "
+              "2>/dev/null || cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight")
+    code, out, err, _ = world.run(["sh", "-c", script], capfd, cpus=0.5, cpu_shares=512)
+    assert code == 0, err
+    if _cgroup_v1("cpu"):
+        assert out.split() == ["50000", "100000", "512"]
+    else:
+        assert out.split()[:2] == ["50000", "100000"]
+
+
+def test_memory_swap(world, capfd):
+    script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes "
+              "2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max")
+    code, out, err, _ = world.run(["sh", "-c", script], capfd, memory="32m", memory_swap="96m")
+    assert code == 0, err
+    if _cgroup_v1("memory"):
+        assert out.split() == [str(32 << 20), str(96 << 20)]
+    else:
+        assert out.split() == [str(32 << 20), str(64 << 20)]  # v2 counts swap alone
+
+
+def test_ulimit_nofile(world, capfd):
+    code, out, err, _ = world.run(["sh", "-c", "ulimit -Sn; ulimit -Hn"], capfd, ulimits=["nofile=1000:2000"])
+    assert (code, out.split()) == (0, ["1000", "2000"]), err
+
+
+def test_privileged_all_caps_and_devices(world, capfd):
+    host_dev = sorted(p.name for p in Path("/dev").iterdir()
+                      if p.is_char_device() or p.is_block_device() and p.name not in ("console", "ptmx"))
+    script = "grep CapBnd /proc/self/status; ls /dev; (: < /dev/loop-control) 2>/dev/null && echo opened; true"
+    code, out, err, _ = world.run(["sh", "-c", script], capfd, privileged=True)
+    assert code == 0, err
+    lines = out.splitlines()
+    ours = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapEff:"))
+    assert lines[0].split()[1] == ours.split()[1]  # every capability we hold (all but CAP_SYS_RESOURCE here)
+    inside = set(lines[1:])
+    assert {"null", "zero", "kmsg"} <= inside
+    missing = [d for d in host_dev if d not in inside and d not in ("console", "ptmx")]
+    assert missing == [], missing
+    assert "opened" in lines  # the devices cgroup lets a non-default device through
+    # Without --privileged: Docker's default set only, no host devices.
+    code, out, err, _ = world.run(["sh", "-c", "ls /dev"], capfd)
+    assert "kmsg" not in out.split() and "loop-control" not in out.split()
+
+
+def test_stop_signal(world):
+    rec = world.detach(["sh", "-c", 'trap "" TERM; trap "echo got-usr1; exit 0" USR1; echo ready; while :; do sleep 0.1; done'],
+                       stop_signal="USR1")
+    deadline = time.monotonic() + 10
+    while not any("ready" in e["log"] for e in world.log(rec)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    lifecycle.stop(world.store, rec, 20)
+    assert time.monotonic() - t0 < 10  # not the SIGKILL after the timeout: USR1 ended it
+    assert lifecycle.wait(world.store, rec) == 0
+    assert any(e["log"] == "got-usr1\n" for e in world.log(rec))
+
+
+def test_oom_kill_is_reported(world):
+    # The shell holds 64 MB in a variable under an 8 MB limit without swap.
+    rec = world.detach(["sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"],
+                       memory="8m", memory_swap="8m")
+    code = lifecycle.wait(world.store, rec)
+    st = world.store.status(rec)
+    assert code == 137 and st.oom_killed, (code, world.log(rec))
+    calm = world.detach(["true"], memory="8m")
+    assert lifecycle.wait(world.store, calm) == 0 and not world.store.status(calm).oom_killed

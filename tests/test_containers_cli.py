@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -245,3 +246,75 @@ def test_cp_both_directions(capsa, tmp_path):
     assert capsa("exec", "cp-box", "cat", "/tmp/in.txt", "/renamed.txt").stdout == "from host\n" * 2
     res = capsa("cp", "cp-box:/nope", str(tmp_path))
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.describe()
+
+
+def test_foreground_run_writes_the_log(capsa):
+    """As Docker: a foreground run without --rm keeps its output for `capsa logs`."""
+    name = f"fg-log-{os.getpid()}"
+    script = "echo out1; echo err1 >&2; printf 'no newline'; echo; head -c 40000 /dev/zero | tr '\\0' x; echo; exit 4"
+    r = capsa("run", "--name", name, "busybox", "sh", "-c", script)
+    assert r.returncode == 4, r.stderr
+    assert r.stdout.startswith("out1\nno newline\n") and r.stderr == "err1\n"
+    logs = capsa("logs", name)
+    assert logs.stdout == r.stdout and logs.stderr == "err1\n"
+    rec = capsa.store.find(name)
+    entries = [json.loads(line) for line in (capsa.root / "containers" / rec.id / f"{rec.id}-json.log").read_text().splitlines()]
+    assert [e["log"] for e in entries if e["stream"] == "stderr"] == ["err1\n"]
+    assert "".join(e["log"] for e in entries if e["stream"] == "stdout") == r.stdout
+    assert all(e["time"].endswith("Z") for e in entries)
+    assert max(len(e["log"]) for e in entries) == 16 * 1024  # Docker splits long lines at 16 KiB
+    assert capsa("rm", name).returncode == 0
+    # With --rm there is nothing to keep: output only goes to the terminal.
+    r = capsa("run", "--rm", "busybox", "echo", "gone")
+    assert (r.returncode, r.stdout) == (0, "gone\n")
+
+
+def test_start_attach_and_interactive(capsa):
+    tag = os.getpid()
+    # -a: the monitor runs it; we follow its output and exit with its code.
+    assert capsa("create", "--name", f"sa-{tag}", "busybox", "sh", "-c", "echo attached; echo oops >&2; exit 3").returncode == 0
+    r = capsa("start", "-a", f"sa-{tag}")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "attached\n", "oops\n")
+    # -i: our stdin goes to the container; started again, the same container reads it again.
+    assert capsa("create", "-i", "--name", f"si-{tag}", "busybox", "sh", "-c", "read l; echo got $l; exit 5").returncode == 0
+    for word in ("one", "two"):
+        r = capsa("start", "-ai", f"si-{tag}", input=f"{word}\n")
+        assert (r.returncode, r.stdout) == (5, f"got {word}\n"), r.stderr
+    assert capsa("logs", f"si-{tag}").stdout == "got one\ngot two\n"
+    assert json.loads(capsa("inspect", f"si-{tag}").stdout)[0]["State"]["ExitCode"] == 5
+    r = capsa("start", "-i", f"sa-{tag}", f"si-{tag}")
+    assert r.returncode != 0 and "multiple" in r.stderr and "Traceback" not in r.stderr
+    assert capsa("rm", f"sa-{tag}", f"si-{tag}").returncode == 0
+
+
+def test_start_ai_gives_the_terminal_of_create_t(capsa):
+    name = f"sit-{os.getpid()}"
+    assert capsa("create", "-it", "--name", name, "busybox", "sh").returncode == 0
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(CAPSA, [CAPSA, "--root", str(capsa.root), "start", "-ai", name])
+    try:
+        out = h.read_pty(master, ["#"], timeout=20)
+        os.write(master, b"[ -t 0 ] && echo TTY-$((6*7)); exit 6\n")
+        out += h.read_pty(master, ["TTY-42"], timeout=20)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert "TTY-42" in out, out
+    assert os.waitstatus_to_exitcode(status) == 6, out
+    assert capsa("rm", name).returncode == 0
+
+
+def test_ps_fast_path_agrees_with_the_full_cli(capsa):
+    """`capsa ps` skips typer (benches/ps_many.py); `capsa container ps` goes through it: same output."""
+    name = f"psfast-{os.getpid()}"
+    assert capsa("create", "--name", name, "busybox", "sh", "-c", "echo a very long command line here").returncode == 0
+    for flags in (["-a"], ["-aq"], ["-a", "--no-trunc"], ["-a", "--format", "json"], ["--format=json"]):
+        fast, full = capsa("ps", *flags), capsa("container", "ps", *flags)
+        ago = re.compile(r"(Less than a second|About a minute|\d+ \w+) ago")  # may tick between the two
+        same = lambda out: re.sub(r" +", " ", ago.sub("", out))  # noqa: E731 (and the column widths with it)
+        assert (fast.returncode, same(fast.stdout)) == (full.returncode, same(full.stdout)), flags
+    assert name in capsa("ps", "-a").stdout and name not in capsa("ps").stdout
+    bad = capsa("ps", "--format", "yaml")
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert capsa("rm", name).returncode == 0

@@ -107,10 +107,15 @@ _both("create", help="Create a container without starting it.", context_settings
 
 @_both("start")
 def start(containers: List[str] = typer.Argument(...),
-          attach: bool = typer.Option(False, "-a", "--attach", help="Follow the output until it exits")):
+          attach: bool = typer.Option(False, "-a", "--attach", help="Follow the output until it exits"),
+          interactive: bool = typer.Option(False, "-i", "--interactive", help="Run attached to this stdin (and terminal, if created with -t)")):
     """Start stopped or created containers."""
     from capsa.container import lifecycle, logs
     store = _store()
+    if interactive:
+        if len(containers) != 1:
+            raise CapsaError("you cannot start and attach multiple containers at once")
+        raise typer.Exit(lifecycle.start_attached(store, _find(store, containers[0])))
     for ref in containers:
         rec = _find(store, ref)
         lifecycle.start(store, rec)
@@ -173,35 +178,8 @@ def rm(containers: List[str] = typer.Argument(...), force: bool = typer.Option(F
 
 
 def _rows(store, all_: bool):
-    from capsa.container import lifecycle
-    out = []
-    for rec in store.all():
-        if lifecycle.reap_removed(store, rec):
-            continue
-        st = store.status(rec)
-        if not all_ and st.status not in ("running", "paused", "restarting"):
-            continue
-        out.append((rec, st))
-    return out
-
-
-def _matches(rec, st, filters: list[str]) -> bool:
-    for f in filters:
-        k, _, v = f.partition("=")
-        if k == "status" and st.status != v:
-            return False
-        if k == "name" and v not in rec.name:
-            return False
-        if k == "id" and not rec.id.startswith(v):
-            return False
-        if k == "label":
-            lk, eq, lv = v.partition("=")
-            labels = rec.options.get("labels") or {}
-            if lk not in labels or (eq and labels[lk] != lv):
-                return False
-        if k == "ancestor" and v not in (rec.image_name, rec.image_id):
-            return False
-    return True
+    from capsa.container.listing import rows
+    return rows(store, all_)
 
 
 @_both("ps")
@@ -209,38 +187,8 @@ def ps(all_: bool = typer.Option(False, "-a", "--all"), quiet: bool = typer.Opti
        format_: str = typer.Option("table", "--format"), filter_: Optional[List[str]] = typer.Option(None, "-f", "--filter"),
        no_trunc: bool = typer.Option(False, "--no-trunc")):
     """List containers (running ones; -a for all)."""
-    from capsa.container import lifecycle
-    store = _store()
-    rows = [(r, s) for r, s in _rows(store, all_) if _matches(r, s, filter_ or [])]
-    if quiet:
-        for rec, _ in rows:
-            print(rec.id if no_trunc else rec.id[:12])
-        return
-    if format_ == "json":
-        for rec, st in rows:
-            print(json.dumps({"ID": rec.id[:12], "Image": rec.image_name, "Command": _command(rec, True),
-                              "CreatedAt": rec.created, "State": st.status, "Status": lifecycle.status_text(st),
-                              "Ports": "", "Names": rec.name, "Labels": rec.options.get("labels") or {}}))
-        return
-    if format_ != "table":
-        raise CapsaError(f"unknown --format {format_!r}: use table or json")
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
-    for rec, st in rows:
-        created = lifecycle.parse_time(rec.created)
-        import time
-        ago = lifecycle.human_duration(time.time() - created) + " ago" if created else ""
-        table.append((rec.id if no_trunc else rec.id[:12], rec.image_name, _command(rec, no_trunc), ago,
-                      lifecycle.status_text(st), "", rec.name))
-    widths = [max(len(r[i]) for r in table) for i in range(7)]
-    for r in table:
-        print("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
-
-
-def _command(rec, full: bool) -> str:
-    text = " ".join(rec.argv)
-    if not full and len(text) > 20:
-        text = text[:19] + "…"
-    return f'"{text}"'
+    from capsa.container.listing import show
+    show(_store(), all_=all_, quiet=quiet, format_=format_, filters=filter_ or [], no_trunc=no_trunc)
 
 
 @_both("logs")

@@ -128,18 +128,27 @@ def start_detached(store: Store, rec: Record, restart_count: int = 0) -> int:
 
 
 def run_foreground(store: Store, rec: Record) -> int:
-    """Create and start in this process; output goes straight to our stdout/stderr; signals are forwarded."""
+    """Create and start in this process; signals are forwarded. Output goes
+    to our stdout/stderr and, unless the container is removed after (--rm), to
+    its json-file log too, so `capsa logs` works as after a detached run."""
     from capsa import _core
 
     d = store.dir(rec.id)
     me = os.getpid()
     start = _proc_start(me)
     store.write_status(rec.id, status="running", pid=0, started_at=_now(), monitor_pid=me, monitor_start=start)
+    tee = None
+    if not rec.options.get("auto_remove"):
+        from capsa.container.logs import Tee, log_path
+        tee = Tee(log_path(d, rec.id))
     try:
         code = _core.run(str(store.run_root), rec.id, str(d), forward_signals=True, overlay=overlay_of(store, rec))
     except _core.ContainerError as e:
         store.write_status(rec.id, status="exited", exit_code=_exit_code_of(str(e)), finished_at=_now(), error=str(e))
         raise StartError(str(e)) from None
+    finally:
+        if tee is not None:
+            tee.close()
     store.write_status(rec.id, status="exited", exit_code=code, started_at="", finished_at=_now())
     return code
 
@@ -171,6 +180,23 @@ def start(store: Store, rec: Record) -> None:
         return
     _release_runtime(store, rec)
     start_detached(store, rec)
+
+
+def start_attached(store: Store, rec: Record) -> int:
+    """`start -i`: run a created or stopped container in this process with our
+    stdin (and terminal if it was created with -t), as `run` without -d; its exit code."""
+    st = store.status(rec)
+    if st.status in ("running", "paused", "restarting"):
+        raise CapsaError(f"container {rec.name} is already {st.status}: attaching stdin to a running container is not supported")
+    _release_runtime(store, rec)
+    if rec.options.get("tty"):
+        from capsa.container import terminal
+        code = terminal.run(store, rec)
+    else:
+        code = run_foreground(store, rec)
+    if rec.options.get("auto_remove"):
+        remove(store, rec, force=True)
+    return code
 
 
 def _release_runtime(store: Store, rec: Record) -> None:

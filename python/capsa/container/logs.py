@@ -1,5 +1,6 @@
-"""Reading a container's json-file log (`<id>-json.log`, written by
-capsa-monitor): one `{"log":...,"stream":...,"time":...}` object a line."""
+"""A container's json-file log (`<id>-json.log`, written by capsa-monitor,
+or by `tee` below for a foreground run): one
+`{"log":...,"stream":...,"time":...}` object a line."""
 
 from __future__ import annotations
 
@@ -87,3 +88,76 @@ def show(path: Path, *, follow: bool = False, tail: int | None = None, timestamp
                 emit(_entries(fh))
                 return
             time.sleep(0.1)
+
+
+PARTIAL = 16 * 1024  # Docker's json-file splits a line longer than this
+
+
+class Tee:
+    """A foreground run's output: the container writes to two pipes (our fds 1
+    and 2 while it runs); a thread copies each chunk to the real stdout/stderr
+    at once and appends Docker's json-file lines to the log, as the monitor does."""
+
+    def __init__(self, path: Path):
+        import threading
+
+        self.saved = (os.dup(1), os.dup(2))
+        pipes = [os.pipe(), os.pipe()]
+        for fd, (_, w) in zip((1, 2), pipes):
+            os.dup2(w, fd)
+            os.close(w)
+        self.log = open(path, "ab")
+        self.thread = threading.Thread(target=self._copy, args=([r for r, _ in pipes],), daemon=True)
+        self.thread.start()
+
+    def _copy(self, readers: list[int]) -> None:
+        import select
+        from capsa.container.lifecycle import _now
+
+        streams = {readers[0]: ("stdout", self.saved[0]), readers[1]: ("stderr", self.saved[1])}
+        pending = {r: b"" for r in readers}
+        open_fds = list(readers)
+        while open_fds:
+            ready, _, _ = select.select(open_fds, [], [])
+            for r in ready:
+                data = os.read(r, 65536)
+                name, out = streams[r]
+                if not data:
+                    open_fds.remove(r)
+                    os.close(r)
+                    if pending[r]:
+                        self._line(pending[r], name, _now())
+                    continue
+                _write_all(out, data)
+                buf = pending[r] + data
+                lines = buf.split(b"\n")
+                pending[r] = lines.pop()
+                now = _now()
+                for line in lines:
+                    self._line(line + b"\n", name, now)
+                while len(pending[r]) >= PARTIAL:
+                    self._line(pending[r][:PARTIAL], name, now)
+                    pending[r] = pending[r][PARTIAL:]
+        self.log.flush()
+
+    def _line(self, data: bytes, stream: str, now: str) -> None:
+        for i in range(0, len(data), PARTIAL):
+            entry = {"log": data[i:i + PARTIAL].decode("utf-8", "replace"), "stream": stream, "time": now}
+            self.log.write(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+
+    def close(self) -> None:
+        """Give fds 1 and 2 back (closing our ends of the pipes) and wait for the copy to drain."""
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+        self.thread.join()
+        self.log.close()
+        for saved in self.saved:
+            os.close(saved)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # our stdout closed (a pipe to `head`): the log still gets everything
+        pass

@@ -160,9 +160,15 @@ def find_image(root: Path, ref: str, conn=None):
     store = Store.open(root)
     image = store.lookup(ref)
     if image is None:
+        from capsa.image.progress import for_output
         from capsa.image.pull import pull
         print(f"Unable to find image '{ref}' locally", file=sys.stderr)
-        image = pull(store, ref)
+        # As docker run: the pull's progress on stderr, stdout is the container's.
+        progress = for_output(stream=sys.stderr)
+        try:
+            image = pull(store, ref, progress=progress)
+        finally:
+            progress.close()
     return image
 
 
@@ -220,6 +226,8 @@ def fast_main(argv: list[str]) -> int | None:
         root, args = args[1], args[2:]
     elif args and args[0].startswith("--root="):
         root, args = args[0].partition("=")[2], args[1:]
+    if args[:1] == ["ps"]:
+        return _fast_ps(root, args[1:])
     if not args or args[0] != "run":
         return None
     try:
@@ -228,6 +236,32 @@ def fast_main(argv: list[str]) -> int | None:
         return None
     from capsa.db import store_root
     return execute(store_root(root), values, image, command)
+
+
+def _fast_ps(root: str | None, args: list[str]) -> int | None:
+    """`capsa ps [-a] [-q] [--no-trunc] [--format F]` without typer (a listing is mostly start-up cost)."""
+    flags = {"-a": "all_", "--all": "all_", "-q": "quiet", "--quiet": "quiet", "--no-trunc": "no_trunc",
+             "-aq": "aq", "-qa": "aq"}
+    kw: dict = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in flags:
+            for k in (("all_", "quiet") if flags[a] == "aq" else (flags[a],)):
+                kw[k] = True
+        elif a == "--format" and i + 1 < len(args):
+            kw["format_"] = args[i + 1]
+            i += 1
+        elif a.startswith("--format="):
+            kw["format_"] = a.partition("=")[2]
+        else:
+            return None  # --help, filters, typos: the full CLI
+        i += 1
+    from capsa.container.listing import show
+    from capsa.container.state import Store
+    from capsa.db import store_root
+    show(Store(store_root(root)), **kw)
+    return 0
 
 
 def entry() -> None:

@@ -28,6 +28,28 @@ ALL_CAPS = DEFAULT_CAPS + [
     "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 ]
 
+# The kernel's capability numbers (linux/capability.h), for reading our own sets.
+CAP_NUMBERS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+
+
+def current_caps() -> list[str]:
+    """The capabilities we hold (CapEff): --privileged gives these, as containerd's
+    WithAllCurrentCapabilities; a cap we lack (CAP_SYS_RESOURCE here) cannot be granted."""
+    for line in open("/proc/self/status"):
+        if line.startswith("CapEff:"):
+            mask = int(line.split()[1], 16)
+            return [name for bit, name in enumerate(CAP_NUMBERS) if mask >> bit & 1]
+    return list(ALL_CAPS)
+
+
 MASKED_PATHS = [
     "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
@@ -125,7 +147,7 @@ def environment(config: dict, opts: RunOptions, hostname: str) -> list[str]:
 
 def capabilities(opts: RunOptions) -> list[str]:
     if opts.privileged:
-        return list(ALL_CAPS)
+        return current_caps()
 
     def norm(c: str) -> str:
         c = c.upper()
@@ -226,13 +248,50 @@ def resources(opts: RunOptions) -> dict:
     return res
 
 
+INIT_PATH = "/dev/init"
+# Not copied by --privileged (Docker's list): mounts of their own, and the host's console.
+_HOST_DEV_SKIP = {"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console", "ptmx"}
+
+
+def host_devices(top: str = "/dev") -> list[dict]:
+    """--privileged: every char and block device of the host's /dev, as Docker gives them."""
+    import stat
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if d not in _HOST_DEV_SKIP]
+        for name in filenames:
+            if name in _HOST_DEV_SKIP:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                out.append({"path": path, "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                            "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid})
+    return out
+
+
+def init_binary() -> Path:
+    """capsa-init (rust/init): next to the interpreter (where `make build` installs it), or on PATH."""
+    import shutil
+    import sys
+    here = Path(sys.executable).parent / "capsa-init"
+    if here.is_file():
+        return here
+    found = shutil.which("capsa-init")
+    if found is None:
+        raise CapsaError("capsa-init not found (needed by --init): install capsa with `make build` (it puts the binary in .venv/bin)")
+    return Path(found)
+
+
 def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str, container_dir: Path, volumes_dir: Path) -> tuple[dict, list[dict]]:
     """The config.json of the container's bundle, and its Docker-shaped Mounts."""
     cfg = config.get("config") or {}
     if opts.network not in ("none", "host"):
         raise CapsaError(f"network {opts.network!r} is not supported yet: use --network none or --network host (bridge networks come in a later release)")
-    if opts.init:
-        raise CapsaError("--init is not supported yet")
     hostname = opts.hostname or container_id[:12]
     ident = users.resolve(opts.user if opts.user is not None else cfg.get("User") or "", layers)
     caps = capabilities(opts)
@@ -245,6 +304,11 @@ def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str,
         else:
             raise CapsaError(f"unsupported --security-opt {s!r}: use no-new-privileges or seccomp=unconfined")
     mounts, shown = mounts_for(opts, container_dir, volumes_dir)
+    args = command_line(cfg, opts)
+    if opts.init:
+        # Docker's --init: a static reaper, bound in read-only, runs as PID 1 with the command as its child.
+        mounts.append({"destination": INIT_PATH, "type": "bind", "source": str(init_binary()), "options": ["bind", "ro", "nosuid", "nodev"]})
+        args = [INIT_PATH, "--", *args]
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
     if opts.network == "none":
         namespaces.append({"type": "network"})
@@ -253,7 +317,7 @@ def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str,
         "process": {
             "terminal": opts.tty,
             "user": {"uid": ident.uid, "gid": ident.gid, **({"additionalGids": ident.additional_gids} if ident.additional_gids else {})},
-            "args": command_line(cfg, opts),
+            "args": args,
             "env": environment(cfg, opts, hostname),
             "cwd": opts.workdir or cfg.get("WorkingDir") or "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
@@ -270,6 +334,9 @@ def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str,
             "readonlyPaths": [] if opts.privileged else READONLY_PATHS,
         },
     }
+    if opts.privileged:
+        spec["linux"]["devices"] = host_devices()
+        spec["linux"]["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
     if not spec["process"]["cwd"].startswith("/"):
         raise CapsaError(f"the working directory {spec['process']['cwd']!r} is not an absolute path")
     return spec, shown

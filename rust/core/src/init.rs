@@ -191,7 +191,15 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
                 .map_err(|e| Failure::new("bind-mount device", &d.destination, e))?;
         } else {
             unsafe { libc::unlink(d.target.as_ptr()) };
-            check_at(unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) }, "mknod", &d.destination)?;
+            let mut made = unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) };
+            if made != 0 && errno() == libc::ENOENT {
+                // A nested device (/dev/net/tun, /dev/dri/card0): its directories first
+                // (create_target makes them and an empty file, which gives way to the node).
+                create_target(&d.target, true).map_err(|e| Failure::new("create device", &d.destination, e))?;
+                unsafe { libc::unlink(d.target.as_ptr()) };
+                made = unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) };
+            }
+            check_at(made, "mknod", &d.destination)?;
             // mknod obeys the umask; the config's mode is meant exactly.
             check_at(unsafe { libc::chmod(d.target.as_ptr(), d.mode & 0o7777) }, "chmod device", &d.destination)?;
             check_at(unsafe { libc::chown(d.target.as_ptr(), d.uid, d.gid) }, "chown device", &d.destination)?;
