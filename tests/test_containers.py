@@ -203,6 +203,26 @@ def test_default_capabilities(world, capfd):
     assert int(out.split()[1], 16) == 1 << 5
 
 
+def test_docker_default_seccomp_profile(world, capfd, tmp_path):
+    """Unprivileged containers get Docker's default profile; seccomp=unconfined
+    and --privileged drop it; seccomp=FILE applies a profile of one's own."""
+    status = "grep Seccomp: /proc/self/status; mkdir /tmp/d; echo rc=$?"
+    _, out, _, _ = world.run(["sh", "-c", status], capfd)
+    assert "Seccomp:\t2" in out and "rc=0" in out, out
+    code, out, err, _ = world.run(["sh", "-c", "unshare -U true; echo rc=$?"], capfd)
+    assert "rc=0" not in out, (out, err)     # unshare is outside Docker's allow-list without CAP_SYS_ADMIN
+    _, out, _, _ = world.run(["sh", "-c", status], capfd, security_opt=["seccomp=unconfined"])
+    assert "Seccomp:\t0" in out, out
+    _, out, _, _ = world.run(["sh", "-c", status], capfd, privileged=True)
+    assert "Seccomp:\t0" in out, out
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "archMap": [
+        {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "comment": "no dirs"}]}))
+    _, out, _, _ = world.run(["sh", "-c", status], capfd, security_opt=[f"seccomp={profile}"])
+    assert "Seccomp:\t2" in out and "rc=1" in out, out
+
+
 # ---------------------------------------------------------------- errors
 
 def test_unknown_command_is_127(world):

@@ -287,6 +287,29 @@ def init_binary() -> Path:
     return Path(found)
 
 
+def seccomp_profile(path: str) -> dict:
+    """--security-opt seccomp=FILE: a profile in the runtime spec's linux.seccomp
+    form (Docker's profiles are too, but for their archMap, translated here)."""
+    import json
+    try:
+        profile = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise CapsaError(f"seccomp profile {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise CapsaError(f"seccomp profile {path} is not valid JSON: {e}") from None
+    if not isinstance(profile, dict) or "defaultAction" not in profile:
+        raise CapsaError(f"seccomp profile {path} has no defaultAction")
+    if "archMap" in profile:
+        archs = []
+        for entry in profile.pop("archMap") or []:
+            archs += [entry.get("architecture"), *(entry.get("subArchitectures") or [])]
+        profile.setdefault("architectures", [a for a in archs if a])
+    for rule in profile.get("syscalls") or []:
+        for docker_only in ("includes", "excludes", "comment"):
+            rule.pop(docker_only, None)
+    return profile
+
+
 def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str, container_dir: Path, volumes_dir: Path) -> tuple[dict, list[dict]]:
     """The config.json of the container's bundle, and its Docker-shaped Mounts."""
     cfg = config.get("config") or {}
@@ -296,13 +319,16 @@ def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str,
     ident = users.resolve(opts.user if opts.user is not None else cfg.get("User") or "", layers)
     caps = capabilities(opts)
     no_new_privs = False
+    seccomp: dict | str | None = "default"
     for s in opts.security_opt:
         if s in ("no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"):
             no_new_privs = True
-        elif s.startswith("seccomp=") and s in ("seccomp=unconfined",):
-            pass
+        elif s in ("seccomp=unconfined", "seccomp:unconfined"):
+            seccomp = None
+        elif s.startswith(("seccomp=", "seccomp:")):
+            seccomp = seccomp_profile(s[len("seccomp="):])
         else:
-            raise CapsaError(f"unsupported --security-opt {s!r}: use no-new-privileges or seccomp=unconfined")
+            raise CapsaError(f"unsupported --security-opt {s!r}: use no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json")
     mounts, shown = mounts_for(opts, container_dir, volumes_dir)
     args = command_line(cfg, opts)
     if opts.init:
@@ -334,6 +360,12 @@ def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str,
             "readonlyPaths": [] if opts.privileged else READONLY_PATHS,
         },
     }
+    if seccomp == "default" and not opts.privileged:
+        # Docker's default profile, as Docker gives every unprivileged container.
+        from capsa.runtime.seccomp_default import default_seccomp
+        seccomp = default_seccomp(caps)
+    if isinstance(seccomp, dict) and not opts.privileged:
+        spec["linux"]["seccomp"] = seccomp
     if opts.privileged:
         spec["linux"]["devices"] = host_devices()
         spec["linux"]["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
