@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -169,4 +170,18 @@ def test_sigkill_at_any_moment_of_create_is_cleaned_by_delete_force(ctx, delay_m
     res = ctx.cli("delete", "--force", cid)
     assert res.ok or "does not exist" in res.stderr, res.describe()
     h.wait_for(lambda: not h.processes_rooted_under(str(ctx.rootfs)), what="no process left in the rootfs")
+    # A child cloned before the runtime said GO still has the runtime's argv:
+    # it must see EOF on the sync socket and exit, not wait forever.
+    h.wait_for(lambda: not _with_argument(str(bundle)), what="no cloned runtime child left")
     ctx.assert_nothing_left(cid)
+
+
+def _with_argument(arg: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and arg.encode() in (d / "cmdline").read_bytes().split(b"\0"):
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids

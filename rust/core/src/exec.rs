@@ -127,6 +127,8 @@ pub fn apply_overrides(base: &Process, o: &Overrides) -> Result<Process> {
 struct Context<'a> {
     process: &'a ProcessPlan,
     sync: RawFd,
+    /// The parent's end, closed first (see init::Context::parent_sync).
+    parent_sync: RawFd,
     /// (CLONE_NEW* type, fd, name) in joining order.
     join: &'a [(i32, RawFd, &'static CStr)],
     root: RawFd,
@@ -203,6 +205,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let cx = Context {
         process: &plan,
         sync: child_sock.as_raw_fd(),
+        parent_sync: parent_sock.as_raw_fd(),
         join: &join_raw,
         root: root_fd.as_raw_fd(),
         userns: join.iter().any(|(t, _, _)| *t == libc::CLONE_NEWUSER),
@@ -270,6 +273,7 @@ fn child(cx: &Context<'_>) -> ! {
 }
 
 fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
+    unsafe { libc::close(cx.parent_sync) };
     init::reset_signals();
     // GO: the parent has put us into the container's cgroup.
     if sync::recv(cx.sync) != Some(sync::GO) {

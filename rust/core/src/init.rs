@@ -14,6 +14,9 @@ use std::os::fd::RawFd;
 pub struct Context<'a> {
     pub plan: &'a Plan,
     pub sync: RawFd,
+    /// The parent's end of the sync pair, inherited by clone: closed first, so
+    /// that a runtime killed before it says GO reads as EOF, not a hang.
+    pub parent_sync: RawFd,
     /// Namespaces to join (CLONE_NEW* type, fd), user namespace first.
     pub join: &'a [(i32, RawFd)],
     pub console: Option<RawFd>,
@@ -56,6 +59,7 @@ pub(crate) fn check_at<'a>(r: libc::c_int, step: &'static str, path: &'a CStr) -
 fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     let plan = cx.plan;
     let p = &plan.process;
+    unsafe { libc::close(cx.parent_sync) };
     reset_signals();
     if sync::recv(cx.sync) != Some(sync::GO) {
         unsafe { libc::_exit(1) };

@@ -120,6 +120,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     let cx = Context {
         plan,
         sync: child_sock.as_raw_fd(),
+        parent_sync: parent_sock.as_raw_fd(),
         join: &join_raw,
         console: console.as_ref().map(|c| c.as_raw_fd()),
         fifo: fifo.as_ref().map(|(p, _, rel)| (p.as_raw_fd(), rel.as_c_str())),
