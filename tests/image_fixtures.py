@@ -6,14 +6,19 @@ and Env set through import's --change instructions."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
-import tarfile
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 import helpers as h
+
+CAPSA = str(Path(sys.executable).parent / "capsa")
 
 BUSYBOX_CHANGES = ['CMD ["sh"]', "ENV IMAGE_VAR=from-image", "WORKDIR /"]
 EXTRA_USER = "app:x:1234:2345:app user:/home/app:/bin/sh\n"
@@ -80,3 +85,37 @@ def snapshot(dirs: list[Path]) -> dict[str, tuple]:
                     digest = hashlib.sha256(p.read_bytes()).hexdigest()
                 out[str(p)] = (st.st_mode, st.st_size, digest)
     return out
+
+
+@contextlib.contextmanager
+def capsa_cli(root: Path, *, must_remove_own: bool = False):
+    """`capsa --root ROOT ...` as a function (with .root and .store). Afterwards
+    every container the test made is removed; a container dir or host mount
+    left under ROOT fails the test, and with must_remove_own so does a
+    container the test did not remove itself."""
+    from capsa.container import lifecycle
+    from capsa.container.state import Store
+
+    store = Store(root)
+    before = {r.id for r in store.all()}
+
+    def run(*args, timeout=60, input=None):
+        return h.run_cmd([CAPSA, "--root", str(root), *args], timeout=timeout, input=input)
+
+    run.root = root
+    run.store = store
+    yield run
+    left = [r for r in store.all() if r.id not in before]
+    for rec in left:
+        lifecycle.remove(store, rec, force=True)
+    problems = []
+    if must_remove_own and left:
+        problems.append(f"containers left: {[r.id for r in left]}")
+    containers = root / "containers"
+    for d in containers.glob("*") if containers.exists() else []:
+        if d.name not in before:
+            problems.append(f"container dir left: {d}")
+    for line in h.mounts_containing(str(root)):
+        problems.append(f"host mount left: {line}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

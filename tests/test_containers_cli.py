@@ -7,20 +7,15 @@ import json
 import os
 import pty
 import re
-import select
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import helpers as h
 import image_fixtures as imgs
-from capsa.container import lifecycle
-from capsa.container.state import Store
 
-CAPSA = str(Path(sys.executable).parent / "capsa")
+from image_fixtures import CAPSA
 
 
 @pytest.fixture(scope="session")
@@ -34,27 +29,8 @@ def cli_root(base_dir):
 
 @pytest.fixture
 def capsa(cli_root):
-    """Run `capsa --root R ...`; afterwards every container of the test is removed and nothing may be left."""
-    store = Store(cli_root)
-    before = {r.id for r in store.all()}
-
-    def run(*args, timeout=60, input=None):
-        return h.run_cmd([CAPSA, "--root", str(cli_root), *args], timeout=timeout, input=input)
-
-    run.root = cli_root
-    run.store = store
-    yield run
-    problems = []
-    for rec in store.all():
-        if rec.id not in before:
-            lifecycle.remove(store, rec, force=True)
-    for d in (cli_root / "containers").glob("*") if (cli_root / "containers").exists() else []:
-        if d.name not in before:
-            problems.append(f"container dir left: {d}")
-    for line in h.mounts_containing(str(cli_root)):
-        problems.append(f"host mount left: {line}")
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    with imgs.capsa_cli(cli_root) as run:
+        yield run
 
 
 def _new_ids(capsa, before: set[str]) -> list[str]:

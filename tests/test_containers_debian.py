@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import helpers as h
-from capsa.container import lifecycle
-from capsa.container.state import Store
+import image_fixtures as imgs
 
-CAPSA = str(Path(sys.executable).parent / "capsa")
+
 BENCHES = Path(__file__).resolve().parent.parent / "benches"
 
 
@@ -52,18 +50,8 @@ def debian_root(base_dir):
 
 @pytest.fixture
 def capsa(debian_root):
-    store = Store(debian_root)
-    before = {r.id for r in store.all()}
-
-    def run(*args, timeout=60):
-        return h.run_cmd([CAPSA, "--root", str(debian_root), *args], timeout=timeout)
-
-    yield run
-    left = [r for r in store.all() if r.id not in before]
-    for rec in left:
-        lifecycle.remove(store, rec, force=True)
-    assert not h.mounts_containing(str(debian_root))
-    assert not left, f"containers left: {[r.id for r in left]}"
+    with imgs.capsa_cli(debian_root, must_remove_own=True) as run:
+        yield run
 
 
 def _get(url: str) -> str:

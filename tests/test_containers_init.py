@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-import helpers as h
 import image_fixtures as imgs
-from capsa.container import lifecycle
-from capsa.container.state import Store
 
-CAPSA = str(Path(sys.executable).parent / "capsa")
 
 # Every process's pid, state and name, read from /proc (busybox ps has no STAT column here).
 PROCS = 'for f in /proc/[0-9]*/stat; do read -r pid comm state rest < $f; echo "$pid $state $comm"; done'
@@ -35,18 +29,8 @@ def init_root(base_dir):
 
 @pytest.fixture
 def capsa(init_root):
-    store = Store(init_root)
-    before = {r.id for r in store.all()}
-
-    def run(*args, timeout=60):
-        return h.run_cmd([CAPSA, "--root", str(init_root), *args], timeout=timeout)
-
-    yield run
-    left = [r for r in store.all() if r.id not in before]
-    for rec in left:
-        lifecycle.remove(store, rec, force=True)
-    assert not h.mounts_containing(str(init_root))
-    assert not left, f"containers left: {[r.id for r in left]}"
+    with imgs.capsa_cli(init_root, must_remove_own=True) as run:
+        yield run
 
 
 def _procs(out: str) -> dict[int, tuple[str, str]]:
