@@ -147,8 +147,7 @@ def main():
             sys.exit("exec_latency: /sys/fs/cgroup is not cgroup2 after re-exec")
     original_argv = json.loads(os.environ.get(sl.ARGV_ENV, json.dumps(sys.orig_argv)))
 
-    subtree_file = Path("/sys/fs/cgroup/cgroup.subtree_control")
-    subtree_before = set(subtree_file.read_text().split()) if subtree_file.exists() else set()
+    host_before = sl.host_snapshot()
     workdir = Path(tempfile.mkdtemp(prefix="capsa-bench-exec-"))
     os.chmod(workdir, 0o755)
     bundle = sl.build_bundle(workdir / "bundle", ["sleep", "1000000"])
@@ -205,19 +204,8 @@ def main():
     finally:
         for r in started:
             r.cleanup()
-        for d in sl.leftover_cgroups():
-            print(f"warning:  cgroup left behind: {d}", file=sys.stderr)
-            try:
-                d.rmdir()
-            except OSError:
-                pass
         shutil.rmtree(workdir, ignore_errors=True)
-        if subtree_file.exists():
-            for c in set(subtree_file.read_text().split()) - subtree_before:
-                try:
-                    subtree_file.write_text(f"-{c}")
-                except OSError:
-                    pass
+        sl.restore_host(host_before)
 
     base = next((r for r in runners if r.name == "runc" and r.samples), None)
     base_median = statistics.median(base.samples) if base else None

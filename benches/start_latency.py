@@ -177,6 +177,46 @@ class ApiRuntime:
 # Main
 # --------------------------------------------------------------------------
 
+SUBTREE_CONTROL = Path("/sys/fs/cgroup/cgroup.subtree_control")
+
+
+def host_snapshot() -> tuple[set[str], set[Path]]:
+    """What restore_host puts back: the root's subtree_control and which
+    capsa parent cgroups (/capsa, made by the first container) existed."""
+    subtree = set(SUBTREE_CONTROL.read_text().split()) if SUBTREE_CONTROL.exists() else set()
+    return subtree, set(capsa_parents())
+
+
+def capsa_parents() -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    return [p for p in [root / "capsa", *root.glob("*/capsa")] if p.is_dir()]
+
+
+def restore_host(before: tuple[set[str], set[Path]]) -> None:
+    """Remove the cgroups a runtime left behind (saying so), the empty capsa
+    parents the run made, and undo what runc enables in the root's
+    subtree_control (here: hugetlb): the host as found."""
+    subtree_before, parents_before = before
+    for d in capsa_parents():
+        if d not in parents_before:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    for d in leftover_cgroups():
+        print(f"warning:  cgroup left behind: {d}", file=sys.stderr)
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    subtree_now = set(SUBTREE_CONTROL.read_text().split()) if SUBTREE_CONTROL.exists() else set()
+    for c in subtree_now - subtree_before:
+        try:
+            SUBTREE_CONTROL.write_text(f"-{c}")
+        except OSError:
+            pass
+
+
 def leftover_cgroups() -> list[Path]:
     """bench-* cgroups anywhere in the top two levels of /sys/fs/cgroup
     (runc uses /<id>, capsa /capsa/<id>)."""
@@ -200,8 +240,7 @@ def main():
     if cgroup_fstype() != "cgroup2":
         sys.exit("start_latency: /sys/fs/cgroup is not cgroup2 after re-exec")
 
-    subtree_file = Path("/sys/fs/cgroup/cgroup.subtree_control")
-    subtree_before = set(subtree_file.read_text().split())
+    host_before = host_snapshot()
     workdir = Path(tempfile.mkdtemp(prefix="capsa-bench-"))
     os.chmod(workdir, 0o755)
     bundle = build_bundle(workdir / "bundle")
@@ -261,21 +300,9 @@ def main():
     finally:
         for r in runners:
             r.cleanup()
-        for d in leftover_cgroups():
-            print(f"warning:  cgroup left behind: {d}", file=sys.stderr)
-            try:
-                d.rmdir()
-            except OSError:
-                pass
         subprocess.run(["umount", str(workdir / STATE_DIR)], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
-        # runc enables every available controller in the root's subtree_control
-        # (here: hugetlb); leave the host as found
-        for c in set(subtree_file.read_text().split()) - subtree_before:
-            try:
-                subtree_file.write_text(f"-{c}")
-            except OSError:
-                pass
+        restore_host(host_before)
 
     base = next((r for r in runners if r.name == "runc" and r.samples), None)
     base_median = statistics.median(base.samples) if base else None
