@@ -49,8 +49,21 @@ def base_dir():
     d = Path(tempfile.mkdtemp(prefix="capsa-test-"))
     os.chmod(d, 0o755)
     subtree = _root_subtree_control()
+    made_by_others = {p: p.exists() for p in _host_paths_capsa_makes()}
     yield d
     _sweep_cgroup_parents()
+    # capsa's default parent cgroup (/capsa) and runtime root (/run/capsa, where
+    # podman's calls put state) outlive the containers by design, as runc's do;
+    # what this session made, it removes when empty.
+    for path, existed in made_by_others.items():
+        if not existed:
+            for cache in path.glob("*/@*"):     # capsa's caches (compiled seccomp filters)
+                shutil.rmtree(cache, ignore_errors=True)
+            for sub, _, _ in os.walk(path, topdown=False):
+                try:
+                    os.rmdir(sub)
+                except OSError:
+                    pass
     _restore_root_subtree_control(subtree)
     leftover = h.mounts_containing(str(d))
     for line in reversed(leftover):
@@ -78,6 +91,11 @@ def _restore_root_subtree_control(before: set[str] | None) -> None:
             (h.CGROUP_UNIFIED / "cgroup.subtree_control").write_text(f"-{c}")
         except OSError:
             pass
+
+
+def _host_paths_capsa_makes() -> list[Path]:
+    roots = h.v1_controllers() + ([h.CGROUP_UNIFIED] if h.CGROUP_UNIFIED.is_dir() else [])
+    return [r / "capsa" for r in roots] + [Path("/run/capsa")]
 
 
 def _sweep_cgroup_parents():
