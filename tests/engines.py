@@ -210,6 +210,23 @@ class Podman:
         assert res.ok, res.describe()
         return res
 
+    def remove(self, *ids: str, force: bool = True) -> h.Result:
+        """`podman rm [-f -t 0]`, retried while podman races its own conmon
+        cleanup over the shm mount ("unlinkat .../userdata/shm: device or
+        resource busy", podman #11594, seen with runc too); any other
+        failure is returned at once."""
+        for attempt in range(5):
+            res = self("rm", *(["-f", "-t", "0"] if force else []), *ids, timeout=60)
+            if res.ok or "device or resource busy" not in res.stderr:
+                return res
+            time.sleep(0.2 * (attempt + 1))
+        return res
+
+    def remove_ok(self, *ids: str, force: bool = True) -> h.Result:
+        res = self.remove(*ids, force=force)
+        assert res.ok, res.describe()
+        return res
+
     def container_ids(self) -> list[str]:
         res = self("ps", "-aq", "--no-trunc", "--filter", f"label={self.label}")
         return res.stdout.split() if res.ok else []
@@ -219,7 +236,7 @@ class Podman:
         problems = []
         ids = self.container_ids()
         if ids:
-            res = self("rm", "-f", "-t", "0", *ids, timeout=60)
+            res = self.remove(*ids)
             if not res.ok:
                 problems.append("podman rm -f failed:\n" + res.describe())
         for cid in ids:

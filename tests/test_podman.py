@@ -69,7 +69,7 @@ def test_detached_stop_and_rm(podman):
     assert state["Status"] == "exited" and state["ExitCode"] == 137
     assert not h.pid_alive(info["State"]["Pid"])
 
-    podman.ok("rm", name)
+    podman.remove_ok(name, force=False)
     assert podman("inspect", name).returncode != 0
     assert not (Path("/run/capsa/runtime") / info["Id"]).exists()
 
@@ -81,7 +81,7 @@ def test_stop_delivers_sigterm(podman):
     h.wait_for(lambda: "ready" in podman.ok("logs", name).stdout, timeout=10, what="trap installed")
     podman.ok("stop", "-t", "10", name)
     assert inspect(podman, name)["State"]["ExitCode"] == 3
-    podman.ok("rm", name)
+    podman.remove_ok(name, force=False)
 
 
 def test_kill_and_restart(podman):
@@ -91,7 +91,7 @@ def test_kill_and_restart(podman):
     h.wait_for(lambda: not inspect(podman, name)["State"]["Running"], timeout=10, what="container killed")
     podman.ok("start", name)
     assert inspect(podman, name)["State"]["Running"]
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_exec_in_running_container(podman):
@@ -105,7 +105,7 @@ def test_exec_in_running_container(podman):
     res = podman.ok("exec", "--user", "65534", "--workdir", "/tmp", "--env", "X=y", name,
                     "sh", "-c", "echo $(id -u) $(pwd) $X")
     assert res.stdout.split() == ["65534", "/tmp", "y"]
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_pause_and_unpause(podman):
@@ -119,7 +119,7 @@ def test_pause_and_unpause(podman):
     podman.ok("unpause", name)
     assert inspect(podman, name)["State"]["Status"] == "running"
     podman.ok("exec", name, "true")
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_run_interactive_terminal(podman):
@@ -137,7 +137,7 @@ def test_exec_interactive_terminal(podman):
         podman.argv("exec", "-it", name, "sh"), podman.env,
         [("", "# "), ("tty\n", "/dev/pts/"), ("echo $((6*7))\n", "42\r\n"), ("exit\n", "")])
     assert code == 0, out
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_stdin_is_passed_through(podman):
@@ -165,7 +165,7 @@ def test_resource_limits_reach_the_cgroup(podman):
     limits = cgroup_limits(pid)
     assert limits["memory"] == 64 * 1024 * 1024
     assert limits["pids"] == 40
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_user_namespace_mapping(podman):
@@ -177,7 +177,7 @@ def test_user_namespace_mapping(podman):
     assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "200000", "65536"]
     assert h.proc_status_field(Path(f"/proc/{pid}/status").read_text(), "Uid").split()[0] == "200000"
     h.wait_for(lambda: podman.ok("logs", name).stdout == "0\nwritable\n", timeout=10, what="container output")
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_update_changes_limits_of_a_running_container(podman):
@@ -188,7 +188,7 @@ def test_update_changes_limits_of_a_running_container(podman):
     pid = inspect(podman, name)["State"]["Pid"]
     podman.ok("update", "--memory", "96m", name)
     assert cgroup_limits(pid) == {"memory": 96 * 1024 * 1024, "pids": 40}
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
 
 
 def test_default_seccomp_profile_applies(podman):
@@ -208,4 +208,4 @@ def test_exec_gets_the_seccomp_profile(podman):
     podman.ok("run", "-d", "--name", name, IMAGE, "sleep", "1000")
     res = podman.ok("exec", name, "grep", "^Seccomp:", "/proc/self/status")
     assert res.stdout.split() == ["Seccomp:", "2"]
-    podman.ok("rm", "-f", "-t", "0", name)
+    podman.remove_ok(name)
