@@ -31,8 +31,10 @@ venv: $(PY)
 # The extension in release mode, installed into the venv with the console scripts.
 build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
-	@# The container monitor is a native binary (maturin builds only the extension); capsa finds it on PATH or next to python.
-	cargo build --release -q -p capsa-monitor && install -m 755 target/release/capsa-monitor $(VENV)/bin/capsa-monitor
+	@# Native binaries (maturin builds only the extension): the runc-compatible runtime and the
+	@# container monitor; capsa finds them on PATH or next to python.
+	cargo build --release -q -p capsa-runtime -p capsa-monitor
+	install -m 755 target/release/capsa-runtime target/release/capsa-monitor $(VENV)/bin/
 	@# --init's reaper, linked statically so it runs in any image (bind-mounted at /dev/init).
 	cargo rustc --release -q -p capsa-init -- -C target-feature=+crt-static && install -m 755 target/release/capsa-init $(VENV)/bin/capsa-init
 	@# Bytecode ahead of time: start-up cost matters and PYTHONDONTWRITEBYTECODE may be set.

@@ -42,12 +42,17 @@ def busybox_rootfs(dest: Path) -> Path:
     return dest
 
 
+def runtime_binary() -> str:
+    """capsa-runtime (native, see rust/runtime): on PATH or next to this python."""
+    return shutil.which("capsa-runtime") or str(Path(sys.executable).with_name("capsa-runtime"))
+
+
 def busybox_bundle(dest: Path, args: list[str], **process) -> Path:
     """An OCI bundle: a busybox rootfs and `capsa-runtime spec`'s config running `args`."""
-    from capsa.runtime.templates import default_spec
-
     busybox_rootfs(dest / "rootfs")
-    spec = default_spec()
+    (dest / "config.json").unlink(missing_ok=True)
+    subprocess.run([runtime_binary(), "spec", "--bundle", str(dest)], check=True)
+    spec = json.loads((dest / "config.json").read_text())
     spec["process"].update(terminal=False, args=list(args), **process)
     (dest / "config.json").write_text(json.dumps(spec, indent=2))
     return dest
@@ -123,7 +128,7 @@ def main() -> int:
         root = tmp / "state"
 
         print("$ capsa-runtime run demo  (the runc command contract)")
-        runtime = shutil.which("capsa-runtime") or str(Path(sys.executable).with_name("capsa-runtime"))
+        runtime = runtime_binary()
         t = time.perf_counter()
         code = subprocess.run([runtime, "--root", str(root), "run", "--bundle", str(bundle), "demo"]).returncode
         print(f"  exit code {code} (the container's), {1000 * (time.perf_counter() - t):.1f} ms for the whole command\n")

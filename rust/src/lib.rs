@@ -89,22 +89,14 @@ fn run(
 ) -> PyResult<Option<i32>> {
     let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: true, rootfs_overlay: overlay.map(to_overlay) };
     let mut interrupted: Option<PyErr> = None;
-    let result = py.detach(|| -> error::Result<Option<i32>> {
-        let created = container::create(&root, &id, &bundle, &opts)?;
-        if let Err(e) = container::start_in_process(&root, &id, &created) {
-            let _ = container::delete(&root, &id, true);
-            return Err(e);
-        }
-        if detach {
-            return Ok(None);
-        }
-        let code = if forward_signals {
-            container::wait_forwarding_signals(created.pid)
-        } else {
-            wait_running_python_handlers(created.pid, &mut interrupted)
-        };
-        let _ = container::delete(&root, &id, true);
-        code.map(Some)
+    let result = py.detach(|| {
+        container::run(&root, &id, &bundle, opts, detach, |pid| {
+            if forward_signals {
+                container::wait_forwarding_signals(pid)
+            } else {
+                wait_running_python_handlers(pid, &mut interrupted)
+            }
+        })
     });
     if let Some(e) = interrupted {
         return Err(e);
@@ -200,14 +192,8 @@ fn exec(
     let opts = ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
-        let to_run = match (process_json, process_file) {
-            (Some(text), _) => ToRun::Process(Box::new(exec_mod::parse_process(&text, "the process argument")?)),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| error::Error::io("read process file", &path, e))?;
-                ToRun::Process(Box::new(exec_mod::parse_process(&text, &path.display().to_string())?))
-            }
-            (None, None) => ToRun::Overrides(Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty }),
-        };
+        let overrides = Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty };
+        let to_run = ToRun::load(process_json.as_deref(), process_file.as_deref(), overrides)?;
         let started = exec_mod::exec(&root, &id, &to_run, &opts)?;
         let pid = started.pid;
         if detach {
@@ -346,10 +332,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LayerError", layer_error_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layers, m)?)?;
-    m.add_function(wrap_pyfunction!(exec, m)?)?;
-    m.add_function(wrap_pyfunction!(pause, m)?)?;
-    m.add_function(wrap_pyfunction!(resume, m)?)?;
-    m.add_function(wrap_pyfunction!(update, m)?)?;
-    m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ stats), with no process spawned per call.
     code = rt.run("demo", "/path/to/bundle")
 
 Every failure raises ContainerError with a message that names the step,
-the path and the errno. Kept import-light: `capsa-runtime` starts here too.
+the path and the errno. Kept import-light.
 """
 
 

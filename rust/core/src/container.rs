@@ -234,6 +234,23 @@ pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> 
     Ok(())
 }
 
+/// create + start in this process; unless detached, `wait` for the init
+/// (given its pid), then delete the container. The exit code, or None when detached.
+pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach: bool, wait: impl FnOnce(i32) -> Result<i32>) -> Result<Option<i32>> {
+    opts.start_in_process = true;
+    let created = create(root, id, bundle, &opts)?;
+    if let Err(e) = start_in_process(root, id, &created) {
+        let _ = delete(root, id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(None);
+    }
+    let code = wait(created.pid);
+    let _ = delete(root, id, true);
+    code.map(Some)
+}
+
 fn poststart(st: &State, root: &Path) {
     if let Ok(spec) = load_spec(&st.bundle) {
         if spec.hooks().is_some() {

@@ -79,6 +79,21 @@ pub enum ToRun {
     Overrides(Overrides),
 }
 
+impl ToRun {
+    /// A runtime-spec process from JSON text or a file (runc's `--process`),
+    /// else the container's own process with `overrides`.
+    pub fn load(process_json: Option<&str>, process_file: Option<&Path>, overrides: Overrides) -> Result<ToRun> {
+        match (process_json, process_file) {
+            (Some(text), _) => Ok(ToRun::Process(Box::new(parse_process(text, "the process argument")?))),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io("read process file", path, e))?;
+                Ok(ToRun::Process(Box::new(parse_process(&text, &path.display().to_string())?)))
+            }
+            (None, None) => Ok(ToRun::Overrides(overrides)),
+        }
+    }
+}
+
 /// `base` (the container's process) with the overrides applied, as runc does.
 pub fn apply_overrides(base: &Process, o: &Overrides) -> Result<Process> {
     if o.args.is_empty() {
