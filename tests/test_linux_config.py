@@ -109,6 +109,17 @@ def test_personality_linux32(ctx):
     assert res.ok and res.stdout.strip() == os.uname().machine, res.describe()
 
 
+def test_personality_applies_to_exec(ctx):
+    if ctx.is_runc:
+        pytest.skip("runc 1.1 ignores linux.personality")
+    cid, config = ctx.config(["sleep", "1000"])
+    config["linux"]["personality"] = {"domain": "LINUX32"}
+    ctx.ok("create", "--bundle", ctx.write_bundle(cid, config), cid)
+    ctx.ok("start", cid)
+    assert ctx.ok("exec", cid, "uname", "-m").stdout.strip() == "i686"
+    ctx.ok("delete", "--force", cid)
+
+
 def test_intel_rdt_is_refused(ctx):
     cid, res = run_config(ctx, ["true"],
                           lambda c: c["linux"].__setitem__("intelRdt", {"closID": "capsa", "l3CacheSchema": "L3:0=f"}))

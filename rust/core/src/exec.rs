@@ -152,6 +152,7 @@ struct Context<'a> {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     preserve_fds: u32,
+    personality: Option<libc::c_ulong>,
 }
 
 /// Start `process` in container `id`; returns its pid once it has exec'd
@@ -171,6 +172,10 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     };
     spec.set_process(Some(process));
     let mut plan = process_plan(&spec)?;
+    let personality = match spec.linux() {
+        Some(linux) => crate::plan::personality(linux)?,
+        None => None,
+    };
 
     // Namespaces that differ from ours: the init's, opened before the clone.
     let mut join: Vec<(i32, OwnedFd, &'static CStr)> = Vec::new();
@@ -223,6 +228,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         parent_sync: parent_sock.as_raw_fd(),
         join: &join_raw,
         root: root_fd.as_raw_fd(),
+        personality,
         userns: join.iter().any(|(t, _, _)| *t == libc::CLONE_NEWUSER),
         console: console.as_ref().map(|c| c.as_raw_fd()),
         argv: argv.as_ptr(),
@@ -301,6 +307,9 @@ fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
     check(unsafe { libc::fchdir(cx.root) }, "enter the container's root")?;
     check(unsafe { libc::chroot(c".".as_ptr()) }, "chroot into the container's root")?;
     check(unsafe { libc::setsid() }, "setsid")?;
+    if let Some(persona) = cx.personality {
+        check(unsafe { libc::personality(persona) }, "set personality")?;
+    }
     let exe = init::prepare_process(cx.process, cx.userns, cx.console, cx.preserve_fds)?;
     // Outlive the runtime from here on (a detached exec's runtime exits now).
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };

@@ -222,18 +222,7 @@ impl Plan {
             net: has(new_namespaces, &join, libc::CLONE_NEWNET),
         };
         let sysctls = crate::sysctl::plan(linux.sysctl().as_ref(), &sysctl_ns)?;
-        let personality = match linux.personality() {
-            None => None,
-            Some(p) => {
-                if let Some(flag) = p.flags().iter().flatten().next() {
-                    return Err(Error::msg(format!("linux.personality flag {flag} is not supported")));
-                }
-                Some(match p.domain() {
-                    oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000, // PER_LINUX
-                    oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008, // PER_LINUX32
-                })
-            }
-        };
+        let personality = personality(&linux)?;
         crate::hooks::validate(spec.hooks().as_ref())?;
 
         let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
@@ -314,6 +303,18 @@ impl Plan {
 
 fn has(new: u64, join: &[(i32, PathBuf)], flag: i32) -> bool {
     new & flag as u64 != 0 || join.iter().any(|(t, _)| *t == flag)
+}
+
+/// linux.personality as a personality(2) persona (the init's and every exec'd process's).
+pub fn personality(linux: &oci_spec::runtime::Linux) -> Result<Option<libc::c_ulong>> {
+    let Some(p) = linux.personality() else { return Ok(None) };
+    if let Some(flag) = p.flags().iter().flatten().next() {
+        return Err(Error::msg(format!("linux.personality flag {flag} is not supported")));
+    }
+    Ok(Some(match p.domain() {
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,   // PER_LINUX
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008, // PER_LINUX32
+    }))
 }
 
 pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
