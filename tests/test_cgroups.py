@@ -81,14 +81,21 @@ V1_CONTROLLERS = ["memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "device
 
 
 @needs_v1(*V1_CONTROLLERS)
-def test_v1_process_cgroup_membership(ctx):
+@pytest.mark.parametrize("how", ["create+start", "run --detach"])
+def test_v1_process_cgroup_membership(ctx, how):
     """/proc/<pid>/cgroup on the host shows cgroupsPath in every v1 controller
     hierarchy, as with runc: accounting (cpuacct), freezing (freezer) and the
     device whitelist (devices) need the container in its own cgroup there too,
-    not only where config.json sets a limit."""
-    cid, _ = ctx.create(["sleep", "1000"],
-                        resources={"memory": {"limit": 64 * MiB}, "pids": {"limit": 100}})
-    ctx.ok("start", cid)
+    not only where config.json sets a limit. `run` starts its init at once
+    (CLONE_VM): the init then moves itself in, where create+start's parent
+    moves it."""
+    resources = {"memory": {"limit": 64 * MiB}, "pids": {"limit": 100}}
+    if how == "run --detach":
+        cid, bundle = ctx.bundle(["sleep", "1000"], resources=resources)
+        ctx.ok("run", "--detach", "--bundle", bundle, cid)
+    else:
+        cid, _ = ctx.create(["sleep", "1000"], resources=resources)
+        ctx.ok("start", cid)
     pid = ctx.state(cid)["pid"]
     by_controller = {}
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():

@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -383,6 +384,25 @@ def test_many_containers_from_threads(api):
     assert len(results) == 12
     for cid, (got, want) in results.items():
         assert got == want, (cid, got, want)
+    assert api.rt.list() == []
+
+
+def test_run_leaves_the_callers_memory_alone(api):
+    """run() starts its init with CLONE_VM (in this process's memory, until
+    the execve): a hundred runs must not grow this process by more than
+    Python's own noise, and the process keeps working."""
+    cid, bundle = _bundle(api, ["true"])
+
+    def rss_kib():
+        return int(h.proc_status_field(Path("/proc/self/status").read_text(), "VmRSS").split()[0])
+
+    for i in range(10):
+        assert api.rt.run(f"{cid}-w{i}", bundle) == 0
+    before = rss_kib()
+    for i in range(100):
+        assert api.rt.run(f"{cid}-{i}", bundle) == 0
+    grown = rss_kib() - before
+    assert grown < 4096, f"the process grew by {grown} KiB over 100 runs"
     assert api.rt.list() == []
 
 

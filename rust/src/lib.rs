@@ -57,7 +57,7 @@ fn create(
     systemd_cgroup: bool,
     overlay: Option<OverlayArg>,
 ) -> PyResult<i32> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: false, rootfs_overlay: overlay.map(to_overlay) };
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), ..Default::default() };
     Ok(py.detach(|| container::create(&root, &id, &bundle, &opts)).or_raise()?.pid)
 }
 
@@ -87,7 +87,7 @@ fn run(
     forward_signals: bool,
     overlay: Option<OverlayArg>,
 ) -> PyResult<Option<i32>> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, start_in_process: true, rootfs_overlay: overlay.map(to_overlay) };
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), ..Default::default() };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| {
         container::run(&root, &id, &bundle, opts, detach, |pid| {

@@ -23,6 +23,9 @@ pub struct CreateOptions {
     /// Leave out the exec fifo: the caller starts the init itself through
     /// the returned sync socket (run, and in-process callers).
     pub start_in_process: bool,
+    /// With start_in_process: nothing happens between create and start (run),
+    /// so the init may exec as soon as it is set up (see spawn::clone_vm).
+    pub start_at_once: bool,
     /// Mount this overlay on the bundle's rootfs dir inside the container
     /// (lowers bottom first); its symlinks, if needed, go next to `upper`.
     pub rootfs_overlay: Option<crate::overlay::Overlay>,
@@ -105,6 +108,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup: Cgroup { path: cgroup_path.clone(), ..Default::default() },
         creating: true,
+        hooks: spec.hooks().is_some(),
     };
     first.save(root)?;
     let cgroup = Cgroup::create(mode, &cgroup_path, linux.resources().as_ref())?;
@@ -117,10 +121,11 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     let hook_files = if plan.hooks.in_container() { Some(hooks::StateFiles::new()?) } else { None };
     let events = |e: spawn::Event| -> Result<()> {
         match e {
-            spawn::Event::Cloned(pid) => {
+            spawn::Event::Cloned(pid) | spawn::Event::Started(pid) => {
                 let mut s = st.borrow_mut();
                 s.pid = pid;
                 s.pid_start = state::process_start(pid).unwrap_or(0);
+                s.creating = e == spawn::Event::Cloned(pid);
                 s.save(root)?;
                 if let Some(files) = &hook_files {
                     files.fill(&s.to_json(Status::Creating).to_string(), &s.to_json(Status::Created).to_string())?;
@@ -150,6 +155,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
             preserve_fds: opts.preserve_fds,
             hook_state: hook_files.as_ref().map(|f| (f.creating.as_raw_fd(), f.created.as_raw_fd())),
             events: Some(&events),
+            start_at_once: opts.start_in_process && opts.start_at_once,
         },
     )?;
     let pid = spawned.pid;
@@ -159,8 +165,10 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }));
 
     let mut st = st.into_inner();
-    st.creating = false;
-    st.save(root)?;
+    if st.creating {
+        st.creating = false;
+        st.save(root)?;
+    }
     if let Some(pid_file) = &opts.pid_file {
         write_atomically(pid_file, &pid.to_string())?;
     }
@@ -238,6 +246,7 @@ pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> 
 /// (given its pid), then delete the container. The exit code, or None when detached.
 pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach: bool, wait: impl FnOnce(i32) -> Result<i32>) -> Result<Option<i32>> {
     opts.start_in_process = true;
+    opts.start_at_once = true;
     let created = create(root, id, bundle, &opts)?;
     if let Err(e) = start_in_process(root, id, &created) {
         let _ = delete(root, id, true);
@@ -372,7 +381,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         return Err(Error::io("remove cgroup", dir, std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))));
     }
     // A create that never finished never ran its container: no poststop.
-    if !st.creating {
+    if !st.creating && st.hooks {
         if let Ok(spec) = load_spec(&st.bundle) {
             if spec.hooks().is_some() {
                 hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststop, &st.to_json(Status::Stopped).to_string());

@@ -236,7 +236,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         preserve_fds: opts.preserve_fds,
     };
 
-    let pid = spawn::with_pid_namespace(pid_ns.as_ref(), || spawn::clone(0, cgroup_fd.as_ref()))?;
+    let pid = spawn::with_pid_namespace(pid_ns.as_ref(), || spawn::clone(0, cgroup_fd.as_ref()), |pid| *pid == 0)?;
     if pid == 0 {
         child(&cx);
     }

@@ -29,6 +29,10 @@ pub struct Context<'a> {
     pub unshare_cgroupns: bool,
     /// stdin of the createContainer and startContainer hooks (state JSON memfds).
     pub hook_state: Option<(RawFd, RawFd)>,
+    /// Started at once (spawn::clone_vm): no GO, READY or START on the sync
+    /// socket, since the parent sleeps until the execve. The child joins its
+    /// v1 cgroups itself, writing "0" to these open cgroup.procs files.
+    pub at_once: Option<&'a [RawFd]>,
 }
 
 /// The child's whole life; never returns.
@@ -61,8 +65,18 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     let p = &plan.process;
     unsafe { libc::close(cx.parent_sync) };
     reset_signals();
-    if sync::recv(cx.sync) != Some(sync::GO) {
-        unsafe { libc::_exit(1) };
+    match cx.at_once {
+        Some(procs) => {
+            for fd in procs {
+                let r = unsafe { libc::write(*fd, b"0".as_ptr() as *const libc::c_void, 1) };
+                check(r as libc::c_int, "join cgroup (write cgroup.procs)")?;
+            }
+        }
+        None => {
+            if sync::recv(cx.sync) != Some(sync::GO) {
+                unsafe { libc::_exit(1) };
+            }
+        }
     }
     if plan.new_namespaces & libc::CLONE_NEWUSER as u64 != 0 {
         // Become the namespace's root, now that the parent has written the maps.
@@ -95,6 +109,10 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     // From here on the container outlives the runtime that made it: stop
     // dying with it before saying READY, or its exit could race our prctl.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    if cx.at_once.is_some() {
+        before_exec(cx)?;
+        return Ok(exe);
+    }
     if !sync::send(cx.sync, sync::READY) {
         unsafe { libc::_exit(1) };
     }

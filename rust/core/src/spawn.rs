@@ -41,6 +41,10 @@ pub struct Options<'a> {
     pub hook_state: Option<(RawFd, RawFd)>,
     /// Told what happens while the init sets up, for the caller's state and hooks.
     pub events: Option<&'a dyn Fn(Event) -> Result<()>>,
+    /// Exec the process as soon as it is set up (run): allows the faster
+    /// clone_vm when nothing needs the parent in between (no user namespace
+    /// maps to write, no hooks).
+    pub start_at_once: bool,
 }
 
 /// What the parent learns while the init sets up.
@@ -50,17 +54,24 @@ pub enum Event {
     Cloned(i32),
     /// The init made its mounts and waits for the prestart/createRuntime hooks.
     RuntimeHooks(i32),
+    /// Started at once (clone_vm): the process has exec'd already.
+    Started(i32),
 }
 
-/// A container init that finished its setup and waits to be started.
+/// A container init that finished its setup and waits to be started
+/// (or, when `started`, has exec'd already).
 pub struct Spawned {
     pub pid: i32,
     pub sync: OwnedFd,
+    pub started: bool,
 }
 
 impl Spawned {
     /// Start a fifo-less init and wait until it has exec'd (or say why not).
     pub fn start(&self) -> Result<()> {
+        if self.started {
+            return Ok(());
+        }
         sync::tell(&self.sync, sync::START)?;
         match sync::hear(&self.sync)? {
             Heard::Closed => Ok(()), // the socket is close-on-exec: closed means exec'd
@@ -117,7 +128,13 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         flags &= !(libc::CLONE_NEWCGROUP as u64);
     }
 
-    let cx = Context {
+    let at_once = opts.start_at_once && clone_vm::SUPPORTED && plan.uid_map.is_none() && plan.gid_map.is_none()
+        && !plan.hooks.runtime_pause && !plan.hooks.in_container() && opts.hook_state.is_none();
+    // At once, the child joins its v1 cgroups itself: their cgroup.procs, opened here.
+    let procs: Vec<OwnedFd> = if at_once && cgroup_fd.is_none() { cgroup.procs_files()? } else { Vec::new() };
+    let procs_raw: Vec<RawFd> = procs.iter().map(|fd| fd.as_raw_fd()).collect();
+
+    let mut cx = Context {
         plan,
         sync: child_sock.as_raw_fd(),
         parent_sync: parent_sock.as_raw_fd(),
@@ -129,9 +146,22 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         preserve_fds: opts.preserve_fds,
         unshare_cgroupns,
         hook_state: opts.hook_state,
+        at_once: None,
     };
 
-    let pid = with_pid_namespace(pid_ns.as_ref(), || clone(flags, cgroup_fd.as_ref()))?;
+    if at_once {
+        cx.at_once = Some(&procs_raw);
+        let cloned = with_pid_namespace(pid_ns.as_ref(), || clone_vm::clone_and_run(flags, cgroup_fd.as_ref(), &cx), |_| false)?;
+        if let Some(pid) = cloned {
+            drop(child_sock);
+            drop(procs);
+            return started_at_once(pid, parent_sock, opts);
+        }
+        // clone3 cannot do it here (an old kernel): the usual way below.
+        cx.at_once = None;
+    }
+
+    let pid = with_pid_namespace(pid_ns.as_ref(), || clone(flags, cgroup_fd.as_ref()), |pid| *pid == 0)?;
     if pid == 0 {
         init::run(&cx);
     }
@@ -175,7 +205,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     };
     match finish() {
-        Ok(()) => Ok(Spawned { pid, sync: parent_sock }),
+        Ok(()) => Ok(Spawned { pid, sync: parent_sock, started: false }),
         Err(e) => {
             // Once reaped, the pid may already belong to someone else.
             if !reaped.get() {
@@ -184,6 +214,118 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
             }
             Err(e)
         }
+    }
+}
+
+/// The parent's side of clone_vm: by now the child has exec'd or failed.
+fn started_at_once(pid: i32, parent_sock: OwnedFd, opts: &Options<'_>) -> Result<Spawned> {
+    let heard = sync::hear(&parent_sock);
+    let recorded = opts.events.map_or(Ok(()), |f| f(Event::Started(pid)));
+    let failure = match heard {
+        Ok(Heard::Closed) => recorded.err(), // close-on-exec: closed means exec'd
+        Ok(Heard::Failed(msg)) => Some(Error::msg(msg)),
+        Ok(Heard::Kind(k)) => Some(Error::msg(format!("unexpected message {k} from container init"))),
+        Err(e) => Some(e),
+    };
+    match failure {
+        None => Ok(Spawned { pid, sync: parent_sock, started: true }),
+        Some(e) => {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(pid);
+            Err(e)
+        }
+    }
+}
+
+/// The fast clone: CLONE_VM|CLONE_VFORK, as posix_spawn does. The child runs
+/// on its own stack in our address space, so there is no copy of this
+/// process's page tables (the cost of fork in a big process such as Python),
+/// and this thread sleeps until the child's execve or exit: the child may use
+/// our memory as if it were this thread. It touches no heap (see init.rs).
+mod clone_vm {
+    use super::{CloneArgs, CLONE_INTO_CGROUP};
+    use crate::error::{Error, Result};
+    use crate::init::{self, Context};
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    pub const SUPPORTED: bool = cfg!(target_arch = "x86_64");
+    const STACK_SIZE: usize = 1 << 20;
+
+    extern "C" fn child(cx: *const Context<'_>) -> ! {
+        init::run(unsafe { &*cx })
+    }
+
+    /// Ok(Some(pid)) once the child has exec'd or exited; Ok(None) where
+    /// clone3 lacks what this needs (the caller then clones the usual way).
+    pub fn clone_and_run(flags: u64, cgroup_fd: Option<&OwnedFd>, cx: &Context<'_>) -> Result<Option<i32>> {
+        unsafe {
+            let stack = libc::mmap(std::ptr::null_mut(), STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE,
+                                   libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0);
+            if stack == libc::MAP_FAILED {
+                return Err(Error::msg(format!("mmap a stack for the container init: {}", crate::error::errno_text(nix::errno::Errno::last()))));
+            }
+            // A guard page: an overflow faults instead of writing into our memory.
+            libc::mprotect(stack, 4096, libc::PROT_NONE);
+            let mut args = CloneArgs {
+                flags: flags | libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64,
+                exit_signal: libc::SIGCHLD as u64,
+                stack: stack as u64,
+                stack_size: STACK_SIZE as u64,
+                ..Default::default()
+            };
+            if let Some(fd) = cgroup_fd {
+                args.flags |= CLONE_INTO_CGROUP;
+                args.cgroup = fd.as_raw_fd() as u64;
+            }
+            // No signal handler of ours may run in the child before it resets them.
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let r = clone3_calling(&mut args, child, cx);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            libc::munmap(stack, STACK_SIZE);
+            match r {
+                pid if pid > 0 => Ok(Some(pid as i32)),
+                e if matches!(-e as i32, libc::ENOSYS | libc::EINVAL | libc::E2BIG) => Ok(None),
+                e => {
+                    let errno = nix::errno::Errno::from_raw(-e as i32);
+                    Err(Error::msg(format!("clone3 with namespace flags {flags:#x}: {}", crate::error::errno_text(errno))))
+                }
+            }
+        }
+    }
+
+    /// clone3 whose child starts on the new stack in `f(arg)`: the child
+    /// cannot return into this function's frame, which is not on its stack.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn clone3_calling(args: &mut CloneArgs, f: extern "C" fn(*const Context<'_>) -> !, arg: *const Context<'_>) -> i64 {
+        let ret: i64;
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            // The child: rsp is the top of its stack (16-byte aligned); r12/r13 survive the syscall.
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") f,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        ret
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn clone3_calling(_: &mut CloneArgs, _: extern "C" fn(*const Context<'_>) -> !, _: *const Context<'_>) -> i64 {
+        -(libc::ENOSYS as i64)
     }
 }
 
@@ -222,14 +364,15 @@ pub(crate) fn clone(flags: u64, cgroup_fd: Option<&OwnedFd>) -> Result<i64> {
 
 /// Joining a pid namespace only affects children: switch this thread's
 /// pid_for_children around the clone, then switch back.
-pub(crate) fn with_pid_namespace(target: Option<&OwnedFd>, f: impl FnOnce() -> Result<i64>) -> Result<i64> {
+/// `in_child` says whether a result is the child's (of a fork-like clone).
+pub(crate) fn with_pid_namespace<T>(target: Option<&OwnedFd>, f: impl FnOnce() -> Result<T>, in_child: impl Fn(&T) -> bool) -> Result<T> {
     let Some(target) = target else { return f() };
     let own = open_path(Path::new("/proc/thread-self/ns/pid_for_children"), OFlag::O_RDONLY, "own pid namespace")?;
     if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
         return Err(Error::msg(format!("join pid namespace: {}", crate::error::errno_text(nix::errno::Errno::last()))));
     }
     let r = f();
-    if let Ok(0) = r {
+    if matches!(&r, Ok(v) if in_child(v)) {
         return r; // the child: never switch back
     }
     unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };

@@ -28,6 +28,14 @@ pub struct State {
     /// runtime killed meanwhile leaves this, and `delete --force` cleans it.
     #[serde(default)]
     pub creating: bool,
+    /// The config has hooks: delete reads it again for poststop (states
+    /// written before this field existed say yes, to be safe).
+    #[serde(default = "yes")]
+    pub hooks: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

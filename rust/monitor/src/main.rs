@@ -253,6 +253,7 @@ impl Monitor {
         drop((out_w, err_w));
         let opts = CreateOptions {
             start_in_process: true,
+            start_at_once: true,
             rootfs_overlay: Some(Overlay { lower: self.job.lower.clone(), upper: self.job.upper.clone(), work: self.job.work.clone() }),
             ..Default::default()
         };

@@ -121,7 +121,7 @@ impl Cli {
             preserve_fds: opts.number("preserve-fds")?,
             systemd_cgroup: self.systemd_cgroup,
             start_in_process,
-            rootfs_overlay: None,
+            ..Default::default()
         };
         Ok((bundle, create))
     }

@@ -184,6 +184,19 @@ impl Cgroup {
         nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
     }
 
+    /// cgroup.procs of every hierarchy, open for writing (a process that
+    /// writes "0" there moves itself in).
+    pub fn procs_files(&self) -> Result<Vec<OwnedFd>> {
+        self.dirs
+            .iter()
+            .map(|dir| {
+                let file = dir.join("cgroup.procs");
+                nix::fcntl::open(&file, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                    .map_err(|e| Error::sys("open", &file, e))
+            })
+            .collect()
+    }
+
     /// Move a process into the cgroup in every hierarchy.
     pub fn attach(&self, pid: i32) -> Result<()> {
         let text = pid.to_string();
