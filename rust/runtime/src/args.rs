@@ -54,10 +54,10 @@ impl Opts {
     }
 }
 
-/// The options in `table` and the positionals. With `stop_at_positional`,
+/// The options in `tables` and the positionals. With `stop_at_positional`,
 /// everything from the first positional on is returned untouched (the
 /// command line of `exec`, the ps(1) options of `ps`).
-pub fn parse(argv: &[String], table: Table, stop_at_positional: bool) -> Result<(Opts, Vec<String>), UsageError> {
+pub fn parse(argv: &[String], tables: &[Table], stop_at_positional: bool) -> Result<(Opts, Vec<String>), UsageError> {
     let mut opts = Opts::default();
     let mut rest = Vec::new();
     let mut i = 0;
@@ -73,8 +73,9 @@ pub fn parse(argv: &[String], table: Table, stop_at_positional: bool) -> Result<
                 None => (arg.as_str(), None),
             };
             let bare = key.trim_start_matches('-');
-            let &(name, _, takes) = table
+            let &(name, _, takes) = tables
                 .iter()
+                .flat_map(|t| t.iter())
                 .find(|(name, aliases, _)| *name == bare || aliases.contains(&key))
                 .ok_or_else(|| usage(format!("unknown option {key}")))?;
             match takes {
@@ -125,25 +126,25 @@ mod tests {
 
     #[test]
     fn forms() {
-        let (o, rest) = parse(&argv("--bundle /b -d id"), T, false).unwrap();
+        let (o, rest) = parse(&argv("--bundle /b -d id"), &[T], false).unwrap();
         assert_eq!(o.value("bundle"), Some("/b"));
         assert!(o.flag("detach"));
         assert_eq!(rest, ["id"]);
-        let (o, _) = parse(&argv("-bundle=/x -b /y --detach=false"), T, false).unwrap();
+        let (o, _) = parse(&argv("-bundle=/x -b /y --detach=false"), &[T], false).unwrap();
         assert_eq!(o.value("bundle"), Some("/y"));
         assert!(!o.flag("detach"));
-        let (o, _) = parse(&argv("-e A=1 --env B=2"), T, false).unwrap();
+        let (o, _) = parse(&argv("-e A=1 --env B=2"), &[T], false).unwrap();
         assert_eq!(o.list("env"), ["A=1", "B=2"]);
     }
 
     #[test]
     fn positionals_and_errors() {
-        let (o, rest) = parse(&argv("-d id sh -c -d"), T, true).unwrap();
+        let (o, rest) = parse(&argv("-d id sh -c -d"), &[T], true).unwrap();
         assert!(o.flag("detach"));
         assert_eq!(rest, ["id", "sh", "-c", "-d"]);
-        let (_, rest) = parse(&argv("id -- -d"), T, false).unwrap();
+        let (_, rest) = parse(&argv("id -- -d"), &[T], false).unwrap();
         assert_eq!(rest, ["id", "-d"]);
-        assert!(parse(&argv("--nope"), T, false).unwrap_err().0.contains("unknown option --nope"));
-        assert!(parse(&argv("--bundle"), T, false).unwrap_err().0.contains("needs a value"));
+        assert!(parse(&argv("--nope"), &[T], false).unwrap_err().0.contains("unknown option --nope"));
+        assert!(parse(&argv("--bundle"), &[T], false).unwrap_err().0.contains("needs a value"));
     }
 }

@@ -15,16 +15,8 @@ const CREATE: Table = &[
     ("no-new-keyring", &[], Takes::Flag),
     ("preserve-fds", &[], Takes::Value),
 ];
-const RUN: Table = &[
-    ("bundle", &["-b"], Takes::Value),
-    ("pid-file", &[], Takes::Value),
-    ("console-socket", &[], Takes::Value),
-    ("no-pivot", &[], Takes::Flag),
-    ("no-new-keyring", &[], Takes::Flag),
-    ("preserve-fds", &[], Takes::Value),
-    ("detach", &["-d"], Takes::Flag),
-    ("keep", &[], Takes::Flag),
-];
+/// run's options besides create's.
+const RUN: Table = &[("detach", &["-d"], Takes::Flag), ("keep", &[], Takes::Flag)];
 const NONE: Table = &[];
 const KILL: Table = &[("all", &["-a"], Takes::Flag)];
 const DELETE: Table = &[("force", &["-f"], Takes::Flag)];
@@ -79,10 +71,10 @@ impl Cli {
 
     pub fn dispatch(&self, command: &str, argv: &[String]) -> Outcome {
         // exec and ps pass what follows the id on (the command, ps(1) options).
-        let parse = |table: Table, stop: bool| args::parse(argv, table, stop);
+        let parse = |table: Table, stop: bool| args::parse(argv, &[table], stop);
         match command {
             "create" => self.create(parse(CREATE, false)?),
-            "run" => self.run(parse(RUN, false)?),
+            "run" => self.run(args::parse(argv, &[CREATE, RUN], false)?),
             "start" => self.start(parse(NONE, false)?),
             "state" => self.state(parse(NONE, false)?),
             "kill" => self.kill(parse(KILL, false)?),
@@ -90,7 +82,7 @@ impl Cli {
             "ps" => {
                 let (mut opts, mut rest) = parse(PS, true)?;
                 if rest.first().is_some_and(|a| a.starts_with('-')) {
-                    (opts, rest) = args::parse(&rest, PS, true)?;
+                    (opts, rest) = args::parse(&rest, &[PS], true)?;
                 }
                 self.ps(opts, rest)
             }

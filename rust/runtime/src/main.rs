@@ -101,7 +101,7 @@ fn log_error(log: Option<&str>, json: bool, msg: &str) {
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let (globals, rest) = match args::parse(&argv, GLOBALS, true) {
+    let (globals, rest) = match args::parse(&argv, &[GLOBALS], true) {
         Ok(parsed) => parsed,
         Err(e) => {
             log_error(None, false, &e.0);
