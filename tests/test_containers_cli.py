@@ -224,6 +224,50 @@ def test_cp_both_directions(capsa, tmp_path):
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.describe()
 
 
+def test_cp_out_of_a_stopped_container(capsa, tmp_path):
+    """As `docker cp` after a build step: the files of an exited container,
+    read from its overlay root (mounted where the host cannot see it)."""
+    name = f"cp-done-{os.getpid()}"
+    assert capsa("run", "--name", name, "busybox", "sh", "-c",
+                 "mkdir /artifacts && echo built > /artifacts/out.txt").returncode == 0
+    res = capsa("cp", f"{name}:/artifacts/out.txt", str(tmp_path / "got.txt"))
+    assert res.returncode == 0, res.describe()
+    assert (tmp_path / "got.txt").read_text() == "built\n"
+    rec = capsa.store.find(name)
+    merged = capsa.root / "containers" / rec.id / "merged"
+    assert merged.is_dir() and not os.path.ismount(merged), "the overlay was mounted on the host"
+    assert capsa("rm", name).returncode == 0
+
+
+def test_cp_into_a_created_container_then_start(capsa, tmp_path):
+    name = f"cp-new-{os.getpid()}"
+    assert capsa("create", "--name", name, "busybox", "cat", "/etc/app.conf").returncode == 0
+    (tmp_path / "app.conf").write_text("setting=1\n")
+    res = capsa("cp", str(tmp_path / "app.conf"), f"{name}:/etc/")
+    assert res.returncode == 0, res.describe()
+    res = capsa("start", "-a", name)
+    assert res.returncode == 0 and res.stdout == "setting=1\n", res.describe()
+    assert capsa("rm", name).returncode == 0
+
+
+def test_cp_follows_container_symlinks_inside_the_container(capsa, tmp_path):
+    """/link -> /etc inside the container is the container's /etc, not the
+    host's, for reading and for writing, running or stopped."""
+    name = f"cp-link-{os.getpid()}"
+    assert capsa("run", "--name", name, "busybox", "sh", "-c",
+                 "echo container > /etc/marker && ln -s /etc /link").returncode == 0
+    res = capsa("cp", f"{name}:/link/marker", str(tmp_path / "marker"))
+    assert res.returncode == 0, res.describe()
+    assert (tmp_path / "marker").read_text() == "container\n"
+    (tmp_path / "dropped").write_text("x\n")
+    res = capsa("cp", str(tmp_path / "dropped"), f"{name}:/link/")
+    assert res.returncode == 0, res.describe()
+    assert not os.path.exists("/etc/dropped"), "wrote through the link onto the host"
+    res = capsa("cp", f"{name}:/etc/dropped", str(tmp_path / "back"))
+    assert res.returncode == 0 and (tmp_path / "back").read_text() == "x\n", res.describe()
+    assert capsa("rm", name).returncode == 0
+
+
 def test_foreground_run_writes_the_log(capsa):
     """As Docker: a foreground run without --rm keeps its output for `capsa logs`."""
     name = f"fg-log-{os.getpid()}"

@@ -242,6 +242,13 @@ fn stats(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
     py.detach(|| control::stats(&root, &id)).or_raise().map(|v| v.to_string())
 }
 
+/// In a single-threaded child made for it: a private mount namespace with
+/// the container's overlay root mounted on target, and chroot there.
+#[pyfunction]
+fn enter_overlay_root(overlay: OverlayArg, links_dir: PathBuf, target: PathBuf) -> PyResult<()> {
+    capsa_core::overlay::enter_root(&to_overlay(overlay), &links_dir, &target).or_raise()
+}
+
 /// The signal number of a name such as TERM, SIGKILL or 9.
 #[pyfunction]
 fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -329,6 +336,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resume, m)?)?;
     m.add_function(wrap_pyfunction!(update, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(enter_overlay_root, m)?)?;
     m.add("LayerError", layer_error_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layers, m)?)?;

@@ -456,19 +456,21 @@ def _host_memory() -> int:
 
 @_both("cp")
 def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argument(..., metavar="DEST")):
-    """Copy files between a running container and the host (CONTAINER:PATH on one side).
+    """Copy files between a container (running or not) and the host (CONTAINER:PATH on one side).
 
-    The container side is read or written by `tar` running inside the
-    container (its own root, so the container's symlinks cannot lead outside
-    it); the host side is extracted with tarfile's `data` filter, which
-    refuses absolute paths, `..`, and links that leave the destination."""
+    The container side is read or written from inside the container's own
+    root (capsa/container/copy.py), so its symlinks cannot lead outside it
+    and the image needs no tar; the host side is extracted with tarfile's
+    `tar` filter, which refuses absolute paths, `..`, and anything that would
+    land outside the destination."""
     import io
     import os
     import shutil
-    import subprocess
     import tarfile
     import tempfile
     from pathlib import Path as _P
+
+    from capsa.container import copy
 
     store = _store()
 
@@ -479,20 +481,15 @@ def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argum
     (src_ref, src_path), (dst_ref, dst_path) = split(source), split(dest)
     if (src_ref is None) == (dst_ref is None):
         raise CapsaError("cp copies between a container and the host: give CONTAINER:PATH as exactly one side")
-    ref = src_ref or dst_ref
-    rec = _find(store, ref)
-    _running(store, rec)
-    argv0 = [sys.executable, "-m", "capsa.cli", "--root", str(store.root), "exec", "-i", rec.id]
+    rec = _find(store, src_ref or dst_ref)
     if src_ref:
         inner = _P("/") / src_path
-        res = subprocess.run(argv0 + ["tar", "-C", str(inner.parent), "-cf", "-", inner.name], capture_output=True)
-        if res.returncode != 0:
-            raise CapsaError(f"cannot copy {source}: {res.stderr.decode(errors='replace').strip() or 'tar failed'}")
+        data = copy.read_tar(store, rec, str(inner))
         target = _P(dst_path)
         final = target / inner.name if target.is_dir() else target
         with tempfile.TemporaryDirectory(dir=final.parent if final.parent.exists() else None) as tmp:
             try:
-                with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tf:
+                with tarfile.open(fileobj=io.BytesIO(data)) as tf:
                     tf.extractall(tmp, filter="tar")
             except tarfile.TarError as e:
                 raise CapsaError(f"cannot copy {source}: {e}") from None
@@ -504,11 +501,8 @@ def cp(source: str = typer.Argument(..., metavar="SRC"), dest: str = typer.Argum
     if not src.exists() and not src.is_symlink():
         raise CapsaError(f"cannot copy {src_path}: no such file or directory")
     inner = _P("/") / dst_path
-    is_dir = subprocess.run(argv0 + ["test", "-d", str(inner)], capture_output=True).returncode == 0
-    into, name = (inner, src.name) if is_dir else (inner.parent, inner.name)
+    into, name = (inner, src.name) if copy.is_dir(store, rec, str(inner)) else (inner.parent, inner.name)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.add(str(src), arcname=name)
-    res = subprocess.run(argv0 + ["tar", "-C", str(into), "-xf", "-"], input=buf.getvalue(), capture_output=True)
-    if res.returncode != 0:
-        raise CapsaError(f"cannot copy to {dest}: {res.stderr.decode(errors='replace').strip() or 'tar failed'}")
+    copy.write_tar(store, rec, str(into), buf.getvalue())
