@@ -413,6 +413,20 @@ def test_privileged_all_caps_and_devices(world, capfd):
     assert "kmsg" not in out.split() and "loop-control" not in out.split()
 
 
+def test_privileged_sysfs_and_cgroups_are_writable(world, capfd):
+    """As Docker: /sys and /sys/fs/cgroup are read-write only with --privileged."""
+    script = "awk '$2 == \"/sys\" || $2 ~ /^\\/sys\\/fs\\/cgroup/ { split($4, o, \",\"); print $2, o[1] }' /proc/mounts"
+    code, out, err, _ = world.run(["sh", "-c", script], capfd, privileged=True)
+    assert code == 0, err
+    modes = dict(line.split() for line in out.splitlines())
+    assert modes.get("/sys") == "rw" and modes, out
+    assert all(m == "rw" for m in modes.values()), out
+    code, out, err, _ = world.run(["sh", "-c", script], capfd)
+    assert code == 0, err
+    modes = dict(line.split() for line in out.splitlines())
+    assert modes.get("/sys") == "ro" and all(m == "ro" for m in modes.values()), out
+
+
 def test_stop_signal(world):
     rec = world.detach(["sh", "-c", 'trap "" TERM; trap "echo got-usr1; exit 0" USR1; echo ready; while :; do sleep 0.1; done'],
                        stop_signal="USR1")

@@ -189,6 +189,11 @@ def mounts_for(opts: RunOptions, container_dir: Path, volumes_dir: Path) -> tupl
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
     ]
+    if opts.privileged:
+        # As Docker: a privileged container may write sysfs and its cgroups.
+        for m in mounts:
+            if m["type"] in ("sysfs", "cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"]
     for name in ("hosts", "hostname", "resolv.conf"):
         mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": str(container_dir / name), "options": ["rbind", "rprivate"]})
     shown = []
