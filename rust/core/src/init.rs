@@ -29,16 +29,29 @@ pub struct Context<'a> {
     pub unshare_cgroupns: bool,
     /// stdin of the createContainer and startContainer hooks (state JSON memfds).
     pub hook_state: Option<(RawFd, RawFd)>,
-    /// Started at once (spawn::clone_vm): no GO, READY or START on the sync
-    /// socket, since the parent sleeps until the execve. The child joins its
-    /// v1 cgroups itself, writing "0" to these open cgroup.procs files.
-    pub at_once: Option<&'a [RawFd]>,
+    /// Started at once (spawn::clone_vm).
+    pub at_once: Option<AtOnce<'a>>,
+}
+
+/// An init started at once shares the parent's memory until its execve:
+/// there is no GO, READY or START on the sync socket, since the parent
+/// sleeps until then.
+#[derive(Clone, Copy)]
+pub struct AtOnce<'a> {
+    /// cgroup.procs files (v1) the child joins itself, writing "0".
+    pub procs: &'a [RawFd],
+    /// Set just before the execve, in the parent's memory: a child that
+    /// died before it (a signal, a bug) is not taken for one that exec'd.
+    pub reached_exec: &'a std::sync::atomic::AtomicBool,
 }
 
 /// The child's whole life; never returns.
 pub fn run(cx: &Context<'_>) -> ! {
     match setup(cx) {
         Ok(exe) => {
+            if let Some(a) = cx.at_once {
+                a.reached_exec.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             unsafe { libc::execve(exe.as_ptr(), cx.argv, cx.envp) };
             let e = errno();
             sync::send_failure(cx.sync, &Failure::new("exec", exe, e));
@@ -66,8 +79,8 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     unsafe { libc::close(cx.parent_sync) };
     reset_signals();
     match cx.at_once {
-        Some(procs) => {
-            for fd in procs {
+        Some(a) => {
+            for fd in a.procs {
                 let r = unsafe { libc::write(*fd, b"0".as_ptr() as *const libc::c_void, 1) };
                 check(r as libc::c_int, "join cgroup (write cgroup.procs)")?;
             }

@@ -149,13 +149,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         at_once: None,
     };
 
+    let reached_exec = std::sync::atomic::AtomicBool::new(false);
     if at_once {
-        cx.at_once = Some(&procs_raw);
+        cx.at_once = Some(init::AtOnce { procs: &procs_raw, reached_exec: &reached_exec });
         let cloned = with_pid_namespace(pid_ns.as_ref(), || clone_vm::clone_and_run(flags, cgroup_fd.as_ref(), &cx), |_| false)?;
         if let Some(pid) = cloned {
             drop(child_sock);
             drop(procs);
-            return started_at_once(pid, parent_sock, opts);
+            return started_at_once(pid, parent_sock, reached_exec.load(std::sync::atomic::Ordering::SeqCst), opts);
         }
         // clone3 cannot do it here (an old kernel): the usual way below.
         cx.at_once = None;
@@ -218,8 +219,13 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
 }
 
 /// The parent's side of clone_vm: by now the child has exec'd or failed.
-fn started_at_once(pid: i32, parent_sock: OwnedFd, opts: &Options<'_>) -> Result<Spawned> {
+fn started_at_once(pid: i32, parent_sock: OwnedFd, reached_exec: bool, opts: &Options<'_>) -> Result<Spawned> {
     let heard = sync::hear(&parent_sock);
+    if matches!(heard, Ok(Heard::Closed)) && !reached_exec {
+        // Closed without a word, before the execve: it died during setup.
+        let status = reap(pid);
+        return Err(Error::msg(format!("container init exited during setup ({})", describe_exit(status))));
+    }
     let recorded = opts.events.map_or(Ok(()), |f| f(Event::Started(pid)));
     let failure = match heard {
         Ok(Heard::Closed) => recorded.err(), // close-on-exec: closed means exec'd
