@@ -153,6 +153,8 @@ struct Context<'a> {
     envp: *const *const libc::c_char,
     preserve_fds: u32,
     personality: Option<libc::c_ulong>,
+    /// See init::Context::join_cgroups.
+    join_cgroups: &'a [RawFd],
 }
 
 /// Start `process` in container `id`; returns its pid once it has exec'd
@@ -221,8 +223,13 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let (parent_sock, child_sock) = sync::pair()?;
+    // As for the init (spawn.rs): the cgroup2 leaf by the clone, the rest by
+    // the child itself, before it joins the container's namespaces.
     let cgroup_fd = st.cgroup.clone_into_fd();
+    let join_files = st.cgroup.self_join_files(cgroup_fd.is_some())?;
+    let join_files_raw: Vec<RawFd> = join_files.iter().map(|fd| fd.as_raw_fd()).collect();
     let cx = Context {
+        join_cgroups: &join_files_raw,
         process: &plan,
         sync: child_sock.as_raw_fd(),
         parent_sync: parent_sock.as_raw_fd(),
@@ -244,8 +251,9 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let (pid, attached) = spawn::pid_and_attached(pid, cgroup_fd.is_some());
 
     let finish = || -> Result<()> {
-        if !attached {
-            st.cgroup.attach(pid)?;
+        if cgroup_fd.is_some() && !attached {
+            // A clone3 without CLONE_INTO_CGROUP (an old kernel): all of them.
+            st.cgroup.attach_after_clone(pid, false)?;
         }
         sync::tell(&parent_sock, sync::GO)?;
         match sync::hear(&parent_sock)? {
@@ -296,10 +304,10 @@ fn child(cx: &Context<'_>) -> ! {
 fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
     unsafe { libc::close(cx.parent_sync) };
     init::reset_signals();
-    // GO: the parent has put us into the container's cgroup.
     if sync::recv(cx.sync) != Some(sync::GO) {
         unsafe { libc::_exit(1) };
     }
+    init::join_cgroups(cx.join_cgroups)?;
     for (nstype, fd, name) in cx.join {
         check_at(unsafe { libc::setns(*fd, *nstype) }, "join namespace", name)?;
     }

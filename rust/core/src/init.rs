@@ -25,8 +25,12 @@ pub struct Context<'a> {
     pub argv: *const *const libc::c_char,
     pub envp: *const *const libc::c_char,
     pub preserve_fds: u32,
-    /// On v1 the cgroup namespace is made after the parent moved us into our cgroup.
+    /// Where the cgroup namespace cannot be made by the clone, it is made
+    /// after the child joined its cgroups.
     pub unshare_cgroupns: bool,
+    /// Files the child writes "0" to, to move itself into its cgroups (see
+    /// Cgroup::self_join_files); empty when the parent moves it.
+    pub join_cgroups: &'a [RawFd],
     /// stdin of the createContainer and startContainer hooks (state JSON memfds).
     pub hook_state: Option<(RawFd, RawFd)>,
     /// Started at once (spawn::clone_vm).
@@ -38,8 +42,6 @@ pub struct Context<'a> {
 /// sleeps until then.
 #[derive(Clone, Copy)]
 pub struct AtOnce<'a> {
-    /// cgroup.procs files (v1) the child joins itself, writing "0".
-    pub procs: &'a [RawFd],
     /// Set just before the execve, in the parent's memory: a child that
     /// died before it (a signal, a bug) is not taken for one that exec'd.
     pub reached_exec: &'a std::sync::atomic::AtomicBool,
@@ -78,19 +80,10 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     let p = &plan.process;
     unsafe { libc::close(cx.parent_sync) };
     reset_signals();
-    match cx.at_once {
-        Some(a) => {
-            for fd in a.procs {
-                let r = unsafe { libc::write(*fd, b"0".as_ptr() as *const libc::c_void, 1) };
-                check(r as libc::c_int, "join cgroup (write cgroup.procs)")?;
-            }
-        }
-        None => {
-            if sync::recv(cx.sync) != Some(sync::GO) {
-                unsafe { libc::_exit(1) };
-            }
-        }
+    if cx.at_once.is_none() && sync::recv(cx.sync) != Some(sync::GO) {
+        unsafe { libc::_exit(1) };
     }
+    join_cgroups(cx.join_cgroups)?;
     if plan.new_namespaces & libc::CLONE_NEWUSER as u64 != 0 {
         // Become the namespace's root, now that the parent has written the maps.
         check(setresgid(0), "setresgid to root of the user namespace (is container gid 0 mapped?)")?;
@@ -156,6 +149,15 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
         }
     }
     Ok(exe)
+}
+
+/// Move this (single-threaded) process into its cgroups: "0" to each file.
+pub(crate) fn join_cgroups(files: &[RawFd]) -> Result<(), Failure<'static>> {
+    for fd in files {
+        let r = unsafe { libc::write(*fd, b"0".as_ptr() as *const libc::c_void, 1) };
+        check(r as libc::c_int, "join cgroup")?;
+    }
+    Ok(())
 }
 
 /// Python's handlers, ignored signals and blocked mask must not leak into

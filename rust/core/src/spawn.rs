@@ -121,18 +121,24 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     let argv: Vec<*const libc::c_char> = plan.process.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> = plan.process.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let (parent_sock, child_sock) = sync::pair()?;
+    // Straight into the cgroup2 leaf with the clone (v2, or a hybrid host's
+    // unified hierarchy); the child moves itself into the rest (v1) through
+    // files opened here, unless a user namespace takes the rights it needs:
+    // then the parent moves it.
     let cgroup_fd = cgroup.clone_into_fd();
+    let self_join = !plan.userns();
+    let join_files: Vec<OwnedFd> = if self_join { cgroup.self_join_files(cgroup_fd.is_some())? } else { Vec::new() };
+    let join_files_raw: Vec<RawFd> = join_files.iter().map(|fd| fd.as_raw_fd()).collect();
     let mut flags = plan.new_namespaces;
-    let unshare_cgroupns = plan.new_cgroupns() && cgroup_fd.is_none();
+    // A cgroup namespace made by the clone is rooted where the clone put the
+    // child: right only on pure v2; else it is made once the child has joined.
+    let unshare_cgroupns = plan.new_cgroupns() && !(cgroup.unified && cgroup_fd.is_some());
     if unshare_cgroupns {
         flags &= !(libc::CLONE_NEWCGROUP as u64);
     }
 
     let at_once = opts.start_at_once && clone_vm::SUPPORTED && plan.uid_map.is_none() && plan.gid_map.is_none()
         && !plan.hooks.runtime_pause && !plan.hooks.in_container() && opts.hook_state.is_none();
-    // At once, the child joins its v1 cgroups itself: their cgroup.procs, opened here.
-    let procs: Vec<OwnedFd> = if at_once && cgroup_fd.is_none() { cgroup.procs_files()? } else { Vec::new() };
-    let procs_raw: Vec<RawFd> = procs.iter().map(|fd| fd.as_raw_fd()).collect();
 
     let mut cx = Context {
         plan,
@@ -145,17 +151,18 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         envp: envp.as_ptr(),
         preserve_fds: opts.preserve_fds,
         unshare_cgroupns,
+        join_cgroups: &join_files_raw,
         hook_state: opts.hook_state,
         at_once: None,
     };
 
     let reached_exec = std::sync::atomic::AtomicBool::new(false);
     if at_once {
-        cx.at_once = Some(init::AtOnce { procs: &procs_raw, reached_exec: &reached_exec });
+        cx.at_once = Some(init::AtOnce { reached_exec: &reached_exec });
         let cloned = with_pid_namespace(pid_ns.as_ref(), || clone_vm::clone_and_run(flags, cgroup_fd.as_ref(), &cx), |_| false)?;
         if let Some(pid) = cloned {
             drop(child_sock);
-            drop(procs);
+            drop(join_files);
             return started_at_once(pid, parent_sock, reached_exec.load(std::sync::atomic::Ordering::SeqCst), opts);
         }
         // clone3 cannot do it here (an old kernel): the usual way below.
@@ -190,8 +197,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         if let Some(map) = &plan.gid_map {
             write_proc(pid, "gid_map", map)?;
         }
-        if !attached {
-            cgroup.attach(pid)?;
+        if !self_join || (cgroup_fd.is_some() && !attached) {
+            // (A clone3 without CLONE_INTO_CGROUP, on an old kernel: all of them.)
+            cgroup.attach_after_clone(pid, attached)?;
         }
         sync::tell(&parent_sock, sync::GO)?;
         loop {

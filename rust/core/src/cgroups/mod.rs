@@ -175,32 +175,49 @@ impl Cgroup {
         }
     }
 
-    /// An fd on the v2 leaf for clone3's CLONE_INTO_CGROUP.
-    pub fn clone_into_fd(&self) -> Option<OwnedFd> {
-        if !self.unified {
-            return None;
+    /// The cgroup2 leaf a child can be cloned straight into
+    /// (CLONE_INTO_CGROUP): pure v2's one leaf, or a hybrid host's leaf in
+    /// the unified hierarchy.
+    fn cgroup2_leaf(&self) -> Option<&PathBuf> {
+        if self.unified {
+            return self.dirs.first();
         }
-        let dir = self.dirs.first()?;
+        let unified = Path::new(ROOT).join("unified");
+        self.dirs.iter().find(|d| d.starts_with(&unified))
+    }
+
+    /// An fd on the cgroup2 leaf for clone3's CLONE_INTO_CGROUP.
+    pub fn clone_into_fd(&self) -> Option<OwnedFd> {
+        let dir = self.cgroup2_leaf()?;
         nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
     }
 
-    /// cgroup.procs of every hierarchy, open for writing (a process that
-    /// writes "0" there moves itself in).
-    pub fn procs_files(&self) -> Result<Vec<OwnedFd>> {
-        self.dirs
-            .iter()
+    /// With `cloned_into`, CLONE_INTO_CGROUP put the child in the cgroup2 leaf already.
+    fn dirs_to_join(&self, cloned_into: bool) -> impl Iterator<Item = &PathBuf> {
+        let leaf = if cloned_into { self.cgroup2_leaf() } else { None };
+        self.dirs.iter().filter(move |d| Some(*d) != leaf)
+    }
+
+    /// The files through which a new, single-threaded process moves itself
+    /// in by writing "0", open for writing: v1's `tasks`, since a thread
+    /// that moves itself there skips the global cgroup_threadgroup_rwsem,
+    /// whose first writer waits for an RCU grace period (6-15 ms on this
+    /// kind of host, for cgroup.procs or any other pid); cgroup.procs on v2.
+    pub fn self_join_files(&self, cloned_into: bool) -> Result<Vec<OwnedFd>> {
+        self.dirs_to_join(cloned_into)
             .map(|dir| {
-                let file = dir.join("cgroup.procs");
+                let tasks = dir.join("tasks");
+                let file = if tasks.exists() { tasks } else { dir.join("cgroup.procs") };
                 nix::fcntl::open(&file, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
                     .map_err(|e| Error::sys("open", &file, e))
             })
             .collect()
     }
 
-    /// Move a process into the cgroup in every hierarchy.
-    pub fn attach(&self, pid: i32) -> Result<()> {
+    /// Move another process in, where CLONE_INTO_CGROUP did not put it.
+    pub fn attach_after_clone(&self, pid: i32, cloned_into: bool) -> Result<()> {
         let text = pid.to_string();
-        for dir in &self.dirs {
+        for dir in self.dirs_to_join(cloned_into) {
             let file = dir.join("cgroup.procs");
             std::fs::write(&file, &text).map_err(|e| Error::io("join cgroup", &file, e))?;
         }
