@@ -11,7 +11,7 @@ crun 1.8 refuses hybrid cgroup hosts, so the script re-executes itself in a
 private mount namespace (unshare -m --propagation private) with cgroup2
 mounted on /sys/fs/cgroup: all runtimes see the same cgroup2-only view.
 
-Usage (root):  python benches/start_latency.py [--runs N] [--capsa PATH]
+Usage (root):  python benches/start_latency.py [--runs N] [--view cgroup2|host] [--capsa PATH]
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=50, help="timed runs per runtime")
     p.add_argument("--capsa", default=str(REPO / ".venv" / "bin" / "capsa-runtime"),
                    help="capsa-runtime binary (default: .venv/bin/capsa-runtime)")
+    p.add_argument("--view", choices=["cgroup2", "host"], default="cgroup2",
+                   help="a private cgroup2-only view (default, all three runtimes) or the "
+                        "host's own cgroups (hybrid here: without crun, which refuses them)")
     return p.parse_args(argv)
 
 
@@ -235,9 +238,10 @@ def main():
     args = parse_args(sys.argv[1:])
     if os.geteuid() != 0:
         sys.exit("start_latency: needs root (namespaces, cgroups)")
-    reexec_in_cgroup2_view()
+    if args.view == "cgroup2":
+        reexec_in_cgroup2_view()
     original_argv = json.loads(os.environ.get(ARGV_ENV, json.dumps(sys.orig_argv)))
-    if cgroup_fstype() != "cgroup2":
+    if args.view == "cgroup2" and cgroup_fstype() != "cgroup2":
         sys.exit("start_latency: /sys/fs/cgroup is not cgroup2 after re-exec")
 
     host_before = host_snapshot()
@@ -254,7 +258,9 @@ def main():
         skipped.append(f"capsa: {args.capsa} not found")
     for name in ("runc", "crun"):
         path = shutil.which(name)
-        if path:
+        if name == "crun" and args.view == "host" and cgroup_fstype() != "cgroup2":
+            skipped.append("crun: 1.8 refuses this host's cgroup layout (use the default cgroup2 view)")
+        elif path:
             runners.append(CliRuntime(name, path, workdir))
         else:
             skipped.append(f"{name}: not on PATH")
@@ -266,9 +272,12 @@ def main():
     print("capsa start latency: `RUNTIME run` of a busybox container running `true`")
     print(f"command:  {' '.join(original_argv)}")
     print(f"kernel:   {platform.release()} (uname -r)    nproc: {len(os.sched_getaffinity(0))}")
-    print("cgroups:  private mount namespace with cgroup2 mounted on /sys/fs/cgroup "
-          "(crun 1.8 refuses this host's hybrid v1+v2 layout), so every runtime sees "
-          "the same cgroup2-only view")
+    if args.view == "cgroup2":
+        print("cgroups:  private mount namespace with cgroup2 mounted on /sys/fs/cgroup "
+              "(crun 1.8 refuses this host's hybrid v1+v2 layout), so every runtime sees "
+              "the same cgroup2-only view")
+    else:
+        print(f"cgroups:  the host's own ({cgroup_fstype()} at /sys/fs/cgroup)")
     print(f"bundle:   namespaces {', '.join(NAMESPACES)}; readonly rootfs; "
           "no linux.resources (crun 1.8 raises RLIMIT_MEMLOCK before loading its "
           "device eBPF filter, which fails here: root lacks CAP_SYS_RESOURCE)")
