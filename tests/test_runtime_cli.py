@@ -256,6 +256,33 @@ def test_user_namespace_mapping(ctx):
     assert lines[3] != os.readlink("/proc/self/ns/user")
 
 
+def test_run_joins_another_containers_user_and_network_namespaces(ctx):
+    """As a pod: `run` joins the user and network namespaces of a running
+    container by path. The parent then writes no maps, and the new init
+    still lands in its own cgroup in every hierarchy (the parent moves it:
+    a user namespace's root may not)."""
+    mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    first, _ = ctx.create(["sleep", "1000"], extra_namespaces=["user"], uid_mappings=mapping, gid_mappings=mapping)
+    ctx.ok("start", first)
+    pid = ctx.state(first)["pid"]
+    namespaces = [n for n in h.DEFAULT_NAMESPACES if n != "network"]
+    namespaces += [{"type": "user", "path": f"/proc/{pid}/ns/user"},
+                   {"type": "network", "path": f"/proc/{pid}/ns/net"}]
+    second, bundle = ctx.bundle(["sleep", "1000"], namespaces=namespaces)
+    ctx.ok("run", "--detach", "--bundle", bundle, second)
+    pid2 = ctx.state(second)["pid"]
+    for kind in ("user", "net"):
+        assert os.readlink(f"/proc/{pid2}/ns/{kind}") == os.readlink(f"/proc/{pid}/ns/{kind}"), kind
+    assert h.proc_status_field(Path(f"/proc/{pid2}/status").read_text(), "Uid").split()[0] == "100000"
+    want = h.cgroup_path_for(second)
+    for line in Path(f"/proc/{pid2}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in ("memory", "pids", "") or "cpu" in controllers.split(","):
+            assert path == want, line
+    ctx.ok("delete", "--force", second)
+    ctx.ok("delete", "--force", first)
+
+
 def test_user_namespace_host_uid(ctx, tmp_path):
     """The container's root writes a file through a bind mount: on the host
     it belongs to the mapped uid."""

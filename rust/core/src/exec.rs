@@ -259,7 +259,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         match sync::hear(&parent_sock)? {
             Heard::Closed => Ok(()), // close-on-exec: the process runs
             Heard::Failed(msg) => Err(Error::msg(msg)),
-            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from exec child"))),
+            other => Err(Error::msg(format!("unexpected message {other:?} from exec child"))),
         }
     };
     if let Err(e) = finish() {

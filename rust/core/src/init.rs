@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use std::os::fd::RawFd;
 
 /// Everything the child uses besides the plan: fds opened and pointer arrays built by the parent.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub plan: &'a Plan,
     pub sync: RawFd,
@@ -66,6 +67,51 @@ pub fn run(cx: &Context<'_>) -> ! {
     }
 }
 
+/// Joining a user namespace by path while making other namespaces: those
+/// must be made from inside it, so that it owns them (else the init has no
+/// right to mount in its own mount namespace). This first child joins the
+/// namespaces, clones the init into the new ones as a child of the runtime
+/// (CLONE_PARENT: the runtime waits for it as for any init), reports its
+/// pid and exits.
+pub fn run_joining_user_namespace(cx: &Context<'_>, new_namespaces: u64) -> ! {
+    unsafe { libc::close(cx.parent_sync) };
+    reset_signals();
+    for (nstype, fd) in cx.join {
+        if unsafe { libc::setns(*fd, *nstype) } != 0 {
+            sync::send_failure(cx.sync, &Failure::bare("join namespace (setns)", errno()));
+            unsafe { libc::_exit(1) };
+        }
+    }
+    // The kernel refuses CLONE_NEWPID with CLONE_PARENT in one clone: the
+    // namespaces come from unshare (pid: for the children), the clone only
+    // makes the init.
+    if unsafe { libc::unshare(new_namespaces as libc::c_int) } != 0 {
+        sync::send_failure(cx.sync, &Failure::bare("make namespaces inside the joined user namespace (unshare)", errno()));
+        unsafe { libc::_exit(1) };
+    }
+    // With CLONE_PARENT the exit signal is ours (SIGCHLD); clone3 wants 0 here.
+    let flags = libc::CLONE_PARENT as u64;
+    let mut args = crate::spawn::CloneArgs { flags, ..Default::default() };
+    let mut pid = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut _, std::mem::size_of_val(&args)) };
+    if pid < 0 && errno() == libc::ENOSYS {
+        pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    }
+    match pid {
+        0 => {
+            let joined = Context { join: &[], ..*cx };
+            run(&joined)
+        }
+        p if p > 0 => {
+            sync::send_pid(cx.sync, p as i32);
+            unsafe { libc::_exit(0) }
+        }
+        _ => {
+            sync::send_failure(cx.sync, &Failure::bare("clone the init inside the joined user namespace", errno()));
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
 pub(crate) fn check(r: libc::c_int, step: &'static str) -> Result<(), Failure<'static>> {
     if r < 0 { Err(Failure::bare(step, errno())) } else { Ok(()) }
 }
@@ -84,13 +130,14 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
         unsafe { libc::_exit(1) };
     }
     join_cgroups(cx.join_cgroups)?;
-    if plan.new_namespaces & libc::CLONE_NEWUSER as u64 != 0 {
-        // Become the namespace's root, now that the parent has written the maps.
-        check(setresgid(0), "setresgid to root of the user namespace (is container gid 0 mapped?)")?;
-        check(setresuid(0), "setresuid to root of the user namespace (is container uid 0 mapped?)")?;
-    }
     for (nstype, fd) in cx.join {
         check(unsafe { libc::setns(*fd, *nstype) }, "join namespace (setns)")?;
+    }
+    if plan.userns() {
+        // Become the root of the user namespace (made with the maps the
+        // parent wrote, or joined): files made from here on are its root's.
+        check(setresgid(0), "setresgid to root of the user namespace (is container gid 0 mapped?)")?;
+        check(setresuid(0), "setresuid to root of the user namespace (is container uid 0 mapped?)")?;
     }
     if cx.unshare_cgroupns {
         check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }, "unshare cgroup namespace")?;

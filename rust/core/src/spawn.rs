@@ -17,18 +17,18 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 pub struct Options<'a> {
@@ -76,7 +76,7 @@ impl Spawned {
         match sync::hear(&self.sync)? {
             Heard::Closed => Ok(()), // the socket is close-on-exec: closed means exec'd
             Heard::Failed(msg) => Err(Error::msg(msg)),
-            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
+            other => Err(Error::msg(format!("unexpected message {other:?} from container init"))),
         }
     }
 }
@@ -125,7 +125,10 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     // unified hierarchy); the child moves itself into the rest (v1) through
     // files opened here, unless a user namespace takes the rights it needs:
     // then the parent moves it.
-    let cgroup_fd = cgroup.clone_into_fd();
+    // Joining a user namespace by path while making others: a first child
+    // joins, then clones the init (init::run_joining_user_namespace).
+    let two_stage = plan.join.iter().any(|(t, _)| *t == libc::CLONE_NEWUSER) && plan.new_namespaces != 0;
+    let cgroup_fd = if two_stage { None } else { cgroup.clone_into_fd() };
     let self_join = !plan.userns();
     let join_files: Vec<OwnedFd> = if self_join { cgroup.self_join_files(cgroup_fd.is_some())? } else { Vec::new() };
     let join_files_raw: Vec<RawFd> = join_files.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -137,7 +140,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         flags &= !(libc::CLONE_NEWCGROUP as u64);
     }
 
-    let at_once = opts.start_at_once && clone_vm::SUPPORTED && plan.uid_map.is_none() && plan.gid_map.is_none()
+    // At once only when the parent has nothing to do between the clone and
+    // the execve: no user namespace (maps, cgroup joins), no hooks.
+    let at_once = opts.start_at_once && clone_vm::SUPPORTED && self_join
         && !plan.hooks.runtime_pause && !plan.hooks.in_container() && opts.hook_state.is_none();
 
     let mut cx = Context {
@@ -169,23 +174,36 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         cx.at_once = None;
     }
 
-    let pid = with_pid_namespace(pid_ns.as_ref(), || clone(flags, cgroup_fd.as_ref()), |pid| *pid == 0)?;
+    let first_flags = if two_stage { 0 } else { flags };
+    let pid = with_pid_namespace(pid_ns.as_ref(), || clone(first_flags, cgroup_fd.as_ref()), |pid| *pid == 0)?;
     if pid == 0 {
+        if two_stage {
+            init::run_joining_user_namespace(&cx, flags);
+        }
         init::run(&cx);
     }
     drop(child_sock);
-    let (pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
+    let (mut pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
+    if two_stage {
+        let heard = sync::hear(&parent_sock);
+        let first = reap(pid);
+        pid = match heard? {
+            Heard::Pid(init) => init,
+            Heard::Failed(msg) => return Err(Error::msg(msg)),
+            other => return Err(Error::msg(format!("container init: unexpected {other:?} ({})", describe_exit(first)))),
+        };
+    }
 
     let reaped = std::cell::Cell::new(false);
     let ready = |heard: Heard| -> Result<()> {
         match heard {
             Heard::Kind(sync::READY) => Ok(()),
             Heard::Failed(msg) => Err(Error::msg(msg)),
-            Heard::Kind(k) => Err(Error::msg(format!("unexpected message {k} from container init"))),
             Heard::Closed => {
                 reaped.set(true);
                 Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid)))))
             }
+            other => Err(Error::msg(format!("unexpected message {other:?} from container init"))),
         }
     };
     let event = |e: Event| opts.events.map_or(Ok(()), |f| f(e));
@@ -238,7 +256,7 @@ fn started_at_once(pid: i32, parent_sock: OwnedFd, reached_exec: bool, opts: &Op
     let failure = match heard {
         Ok(Heard::Closed) => recorded.err(), // close-on-exec: closed means exec'd
         Ok(Heard::Failed(msg)) => Some(Error::msg(msg)),
-        Ok(Heard::Kind(k)) => Some(Error::msg(format!("unexpected message {k} from container init"))),
+        Ok(other) => Some(Error::msg(format!("unexpected message {other:?} from container init"))),
         Err(e) => Some(e),
     };
     match failure {

@@ -18,6 +18,8 @@ pub const HOOKS: u8 = b'H';
 pub const RESUME: u8 = b'C';
 /// Child to parent: a failure message follows the kind byte.
 pub const FAILED: u8 = b'E';
+/// First child to parent: the init's pid follows (4 bytes, native order).
+pub const PID: u8 = b'P';
 
 pub fn pair() -> Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -63,11 +65,19 @@ pub fn send_failure(fd: RawFd, f: &Failure<'_>) {
     unsafe { libc::send(fd, b.as_ptr() as *const libc::c_void, b.len(), libc::MSG_NOSIGNAL) };
 }
 
+/// First child side: the pid of the init it cloned. Allocation-free.
+pub fn send_pid(fd: RawFd, pid: i32) -> bool {
+    let mut msg = [PID, 0, 0, 0, 0];
+    msg[1..].copy_from_slice(&pid.to_ne_bytes());
+    unsafe { libc::send(fd, msg.as_ptr() as *const libc::c_void, msg.len(), libc::MSG_NOSIGNAL) == msg.len() as isize }
+}
+
 /// What the parent heard from the child.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heard {
     Kind(u8),
     Failed(String),
+    Pid(i32),
     Closed,
 }
 
@@ -86,6 +96,7 @@ pub fn hear(fd: &OwnedFd) -> Result<Heard> {
         return Ok(match r {
             0 => Heard::Closed,
             _ if buf[0] == FAILED => Heard::Failed(String::from_utf8_lossy(&buf[1..r as usize]).into_owned()),
+            5 if buf[0] == PID => Heard::Pid(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]])),
             _ => Heard::Kind(buf[0]),
         });
     }
