@@ -90,13 +90,7 @@ fn run(
     let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), ..Default::default() };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| {
-        container::run(&root, &id, &bundle, opts, detach, |pid| {
-            if forward_signals {
-                container::wait_forwarding_signals(pid)
-            } else {
-                wait_running_python_handlers(pid, &mut interrupted)
-            }
-        })
+        container::run(&root, &id, &bundle, opts, detach, |pid| wait_for(pid, forward_signals, &mut interrupted))
     });
     if let Some(e) = interrupted {
         return Err(e);
@@ -109,6 +103,16 @@ fn run(
 fn state_json(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
     let (st, status) = py.detach(|| container::state(&root, &id)).or_raise()?;
     Ok(st.to_json(status).to_string())
+}
+
+/// Wait for our child `pid`: passing signals on to it (the CLI), or
+/// running Python's handlers (in-process callers).
+fn wait_for(pid: i32, forward_signals: bool, interrupted: &mut Option<PyErr>) -> error::Result<i32> {
+    if forward_signals {
+        container::wait_forwarding_signals(pid)
+    } else {
+        wait_running_python_handlers(pid, interrupted)
+    }
 }
 
 /// Wait for our child `pid` with the GIL released; a signal runs Python's
@@ -199,12 +203,9 @@ fn exec(
         if detach {
             return Ok(pid);
         }
-        if let Some(master) = started.terminal {
-            capsa_core::tty::relay(master, pid)
-        } else if forward_signals {
-            container::wait_forwarding_signals(pid)
-        } else {
-            wait_running_python_handlers(pid, &mut interrupted)
+        match started.terminal {
+            Some(master) => capsa_core::tty::relay(master, pid),
+            None => wait_for(pid, forward_signals, &mut interrupted),
         }
     });
     if let Some(e) = interrupted {
