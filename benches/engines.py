@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import engines as e  # noqa: E402  (the interop tests' private podman and containerd)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import start_latency as sl  # noqa: E402 - the shared bench helpers
 
 WARMUP = 3
 
@@ -170,4 +172,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with sl.host_as_found():  # the capsa parent cgroups and /run/capsa the run made go again
+        main()

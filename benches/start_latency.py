@@ -17,6 +17,7 @@ Usage (root):  python benches/start_latency.py [--runs N] [--view cgroup2|host] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -218,6 +219,24 @@ def restore_host(before: tuple[set[str], set[Path]]) -> None:
             SUBTREE_CONTROL.write_text(f"-{c}")
         except OSError:
             pass
+
+
+RUN_CAPSA = Path("/run/capsa")
+
+
+@contextlib.contextmanager
+def host_as_found():
+    """Around a whole bench: afterwards, the capsa parent cgroups and the
+    /run/capsa (capsa-runtime's default root, which podman and containerd
+    use) that the run made are gone again."""
+    before = host_snapshot()
+    had_run_capsa = RUN_CAPSA.exists()
+    try:
+        yield
+    finally:
+        restore_host(before)
+        if not had_run_capsa:
+            shutil.rmtree(RUN_CAPSA, ignore_errors=True)
 
 
 def leftover_cgroups() -> list[Path]:
