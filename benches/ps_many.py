@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,10 +91,7 @@ def main() -> None:
         subprocess.run(podman + ["rm", "-a", "-f"], env=env, capture_output=True)
         subprocess.run(podman + ["system", "reset", "-f"], env=env, capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{'command':<8}{'median':>10}{'mean':>10}{'min':>10}   ({args.containers} created containers, {args.runs} runs each, interleaved)")
-    for name, s in samples.items():
-        print(f"{name:<8}{statistics.median(s) * 1000:>8.1f}ms{statistics.mean(s) * 1000:>8.1f}ms{min(s) * 1000:>8.1f}ms")
-    ratio = statistics.median(samples["capsa"]) / statistics.median(samples["podman"])
+    ratio = sl.print_capsa_vs_podman(samples, f"{args.containers} created containers, {args.runs} runs each, interleaved")
     print(f"capsa/podman median ratio: {ratio:.2f}")
     print("commands: capsa --root R ps -a | podman --root .. --runroot .. ps -a")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,10 +75,7 @@ def main() -> None:
         subprocess.run(podman + ["system", "reset", "-f"], env=env, capture_output=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{'command':<8}{'median':>10}{'mean':>10}{'min':>10}   ({args.runs} runs each, interleaved)")
-    for name, s in samples.items():
-        print(f"{name:<8}{statistics.median(s) * 1000:>8.1f}ms{statistics.mean(s) * 1000:>8.1f}ms{min(s) * 1000:>8.1f}ms")
-    ratio = statistics.median(samples["capsa"]) / statistics.median(samples["podman"])
+    ratio = sl.print_capsa_vs_podman(samples, f"{args.runs} runs each, interleaved")
     print(f"capsa/podman median ratio: {ratio:.2f} (target <= 0.50)")
     print("commands: capsa --root R run --rm bench-busybox true | "
           "podman --root .. --runroot .. --runtime runc run --rm --network none localhost/bench-busybox true")

@@ -221,6 +221,15 @@ def restore_host(before: tuple[set[str], set[Path]]) -> None:
             pass
 
 
+def print_capsa_vs_podman(samples: dict, note: str) -> float:
+    """The median/mean/min table of whole-command timings (seconds) of the
+    CLI benches; the capsa/podman median ratio."""
+    print(f"{'command':<8}{'median':>10}{'mean':>10}{'min':>10}   ({note})")
+    for name, s in samples.items():
+        print(f"{name:<8}{statistics.median(s) * 1000:>8.1f}ms{statistics.mean(s) * 1000:>8.1f}ms{min(s) * 1000:>8.1f}ms")
+    return statistics.median(samples["capsa"]) / statistics.median(samples["podman"])
+
+
 RUN_CAPSA = Path("/run/capsa")
 
 

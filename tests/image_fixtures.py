@@ -71,6 +71,15 @@ def import_busybox(root: Path, work: Path, tag: str = "busybox:latest"):
         store.close()
 
 
+def busybox_store(base_dir: Path, name: str) -> Path:
+    """A fresh capsa store root under base_dir holding the busybox image."""
+    root = base_dir / name
+    root.mkdir()
+    os.chmod(root, 0o755)
+    import_busybox(root, base_dir / f"{name}-image")
+    return root
+
+
 def snapshot(dirs: list[Path]) -> dict[str, tuple]:
     """Every path in the layer dirs with its type, size, mode and content hash: the image must never change."""
     import hashlib

@@ -20,11 +20,7 @@ from image_fixtures import CAPSA
 
 @pytest.fixture(scope="session")
 def cli_root(base_dir):
-    root = base_dir / "capsa-cli-root"
-    root.mkdir()
-    os.chmod(root, 0o755)
-    imgs.import_busybox(root, base_dir / "cli-image")
-    return root
+    return imgs.busybox_store(base_dir, "capsa-cli-root")
 
 
 @pytest.fixture

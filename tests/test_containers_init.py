@@ -5,7 +5,6 @@ container's. Real containers from the busybox image through .venv/bin/capsa."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
@@ -20,11 +19,7 @@ PROCS = 'for f in /proc/[0-9]*/stat; do read -r pid comm state rest < $f; echo "
 
 @pytest.fixture(scope="module")
 def init_root(base_dir):
-    root = base_dir / "capsa-init-root"
-    root.mkdir()
-    os.chmod(root, 0o755)
-    imgs.import_busybox(root, base_dir / "init-image")
-    return root
+    return imgs.busybox_store(base_dir, "capsa-init-root")
 
 
 @pytest.fixture

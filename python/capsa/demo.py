@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from capsa.binaries import native_binary
+
 BUSYBOX = "/bin/busybox"
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -42,16 +44,11 @@ def busybox_rootfs(dest: Path) -> Path:
     return dest
 
 
-def runtime_binary() -> str:
-    """capsa-runtime (native, see rust/runtime): on PATH or next to this python."""
-    return shutil.which("capsa-runtime") or str(Path(sys.executable).with_name("capsa-runtime"))
-
-
 def busybox_bundle(dest: Path, args: list[str], **process) -> Path:
     """An OCI bundle: a busybox rootfs and `capsa-runtime spec`'s config running `args`."""
     busybox_rootfs(dest / "rootfs")
     (dest / "config.json").unlink(missing_ok=True)
-    subprocess.run([runtime_binary(), "spec", "--bundle", str(dest)], check=True)
+    subprocess.run([native_binary("capsa-runtime"), "spec", "--bundle", str(dest)], check=True)
     spec = json.loads((dest / "config.json").read_text())
     spec["process"].update(terminal=False, args=list(args), **process)
     (dest / "config.json").write_text(json.dumps(spec, indent=2))
@@ -128,7 +125,7 @@ def main() -> int:
         root = tmp / "state"
 
         print("$ capsa-runtime run demo  (the runc command contract)")
-        runtime = runtime_binary()
+        runtime = native_binary("capsa-runtime")
         t = time.perf_counter()
         code = subprocess.run([runtime, "--root", str(root), "run", "--bundle", str(bundle), "demo"]).returncode
         print(f"  exit code {code} (the container's), {1000 * (time.perf_counter() - t):.1f} ms for the whole command\n")

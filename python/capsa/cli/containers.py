@@ -325,7 +325,7 @@ def prune(force: bool = typer.Option(False, "-f", "--force")):
 
 def _running(store, rec):
     st = store.status(rec)
-    if st.status not in ("running", "paused", "restarting"):
+    if not st.live:
         raise CapsaError(f"container {rec.name} is not running")
     return st
 

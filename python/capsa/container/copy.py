@@ -18,8 +18,6 @@ from typing import Callable, BinaryIO
 
 from capsa.errors import CapsaError
 
-RUNNING = ("running", "paused", "restarting")
-
 
 def read_tar(store, rec, path: str) -> bytes:
     """A tar of `path` in the container (a file, link or whole dir), named by its last component."""
@@ -57,7 +55,7 @@ def write_tar(store, rec, into: str, data: bytes) -> None:
 def _enter(store, rec) -> None:
     """Make this (forked, single-threaded) process's root the container's."""
     st = store.status(rec)
-    if st.status in RUNNING and st.pid:
+    if st.live and st.pid:
         os.chroot(f"/proc/{st.pid}/root")
         os.chdir("/")
         return
@@ -85,8 +83,9 @@ def _in_root(store, rec, job: Callable[[BinaryIO, BinaryIO], None], data: bytes 
                 job(inp, out)
             code = 0
         except BaseException as e:  # noqa: BLE001 - reported to the parent, one line
-            msg = str(e) if isinstance(e, (CapsaError, OSError)) or type(e).__name__ == "ContainerError" \
-                else f"{type(e).__name__}: {e}"
+            from capsa._core import ContainerError
+
+            msg = str(e) if isinstance(e, (CapsaError, OSError, ContainerError)) else f"{type(e).__name__}: {e}"
             os.write(err_w, msg.encode(errors="replace"))
         finally:
             os._exit(code)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 from capsa.container import names
 from capsa.container import spec as specs
 from capsa.container.state import Record, Status, Store
+from capsa.binaries import native_binary
 from capsa.errors import CapsaError, Conflict
 
 STOP_MARKER = "stop-requested"
@@ -85,18 +85,6 @@ def overlay_of(store: Store, rec: Record) -> tuple[list[str], str, str]:
     return (rec.layers, str(d / "upper"), str(d / "work"))
 
 
-def monitor_binary() -> str:
-    """capsa-monitor: next to the interpreter (the venv's bin, where `make build` installs it), or on PATH."""
-    here = Path(sys.executable).parent / "capsa-monitor"
-    if here.exists():
-        return str(here)
-    import shutil
-    found = shutil.which("capsa-monitor")
-    if not found:
-        raise CapsaError("capsa-monitor not found: install capsa with `make build` (it puts the binary in .venv/bin)")
-    return found
-
-
 def start_detached(store: Store, rec: Record, restart_count: int = 0) -> int:
     """Hand the container to a new capsa-monitor; returns the container's init pid once it runs."""
     opts = specs.RunOptions.from_dict(rec.options)
@@ -112,7 +100,7 @@ def start_detached(store: Store, rec: Record, restart_count: int = 0) -> int:
 
     r, w = os.pipe()
     try:
-        proc = subprocess.Popen([monitor_binary(), str(d / "monitor.json"), str(w)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([native_binary("capsa-monitor"), str(d / "monitor.json"), str(w)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, pass_fds=(w,))
     except BaseException:
         os.close(r)
@@ -176,7 +164,7 @@ def _proc_start(pid: int) -> int:
 
 def start(store: Store, rec: Record) -> None:
     st = store.status(rec)
-    if st.status in ("running", "paused", "restarting"):
+    if st.live:
         return
     _release_runtime(store, rec)
     start_detached(store, rec)
@@ -186,7 +174,7 @@ def start_attached(store: Store, rec: Record) -> int:
     """`start -i`: run a created or stopped container in this process with our
     stdin (and terminal if it was created with -t), as `run` without -d; its exit code."""
     st = store.status(rec)
-    if st.status in ("running", "paused", "restarting"):
+    if st.live:
         raise CapsaError(f"container {rec.name} is already {st.status}: attaching stdin to a running container is not supported")
     _release_runtime(store, rec)
     if rec.options.get("tty"):
@@ -212,7 +200,7 @@ def kill(store: Store, rec: Record, signal: str = "KILL") -> None:
     from capsa import _core
 
     st = store.status(rec)
-    if st.status not in ("running", "paused", "restarting"):
+    if not st.live:
         raise Conflict(f"container {rec.name} is not running")
     try:
         _core.kill(str(store.run_root), rec.id, signal, signal.upper().lstrip("SIG") == "KILL" or signal == "9")
@@ -228,7 +216,7 @@ def stop(store: Store, rec: Record, timeout: int | None = None) -> None:
     if timeout is None:
         timeout = opts.stop_timeout if opts.stop_timeout is not None else 10
     (store.dir(rec.id) / STOP_MARKER).touch()
-    if store.status(rec).status not in ("running", "paused", "restarting"):
+    if not store.status(rec).live:
         return
     run_root = str(store.run_root)
     try:
@@ -266,7 +254,7 @@ def wait(store: Store, rec: Record) -> int:
 
 def remove(store: Store, rec: Record, force: bool = False, volumes: bool = False) -> None:
     st = store.status(rec)
-    if st.status in ("running", "paused", "restarting"):
+    if st.live:
         if not force:
             raise Conflict(f"cannot remove container {rec.name}: it is {st.status} (stop it first, or use -f)")
         (store.dir(rec.id) / STOP_MARKER).touch()

@@ -16,7 +16,7 @@ def rows(store, all_: bool):
         if lifecycle.reap_removed(store, rec):
             continue
         st = store.status(rec)
-        if not all_ and st.status not in ("running", "paused", "restarting"):
+        if not all_ and not st.live:
             continue
         out.append((rec, st))
     return out

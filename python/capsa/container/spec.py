@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from capsa.container import user as users
+from capsa.binaries import native_binary
 from capsa.errors import CapsaError
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -279,19 +280,6 @@ def host_devices(top: str = "/dev") -> list[dict]:
     return out
 
 
-def init_binary() -> Path:
-    """capsa-init (rust/init): next to the interpreter (where `make build` installs it), or on PATH."""
-    import shutil
-    import sys
-    here = Path(sys.executable).parent / "capsa-init"
-    if here.is_file():
-        return here
-    found = shutil.which("capsa-init")
-    if found is None:
-        raise CapsaError("capsa-init not found (needed by --init): install capsa with `make build` (it puts the binary in .venv/bin)")
-    return Path(found)
-
-
 def seccomp_profile(path: str) -> dict:
     """--security-opt seccomp=FILE: a profile in the runtime spec's linux.seccomp
     form (Docker's profiles are too, but for their archMap, translated here)."""
@@ -338,7 +326,7 @@ def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str,
     args = command_line(cfg, opts)
     if opts.init:
         # Docker's --init: a static reaper, bound in read-only, runs as PID 1 with the command as its child.
-        mounts.append({"destination": INIT_PATH, "type": "bind", "source": str(init_binary()), "options": ["bind", "ro", "nosuid", "nodev"]})
+        mounts.append({"destination": INIT_PATH, "type": "bind", "source": native_binary("capsa-init", "--init"), "options": ["bind", "ro", "nosuid", "nodev"]})
         args = [INIT_PATH, "--", *args]
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
     if opts.network == "none":

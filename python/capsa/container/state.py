@@ -44,6 +44,11 @@ class Status:
         self.status, self.pid, self.exit_code, self.oom_killed = status, pid, exit_code, oom_killed
         self.started_at, self.finished_at, self.restart_count, self.error = started_at, finished_at, restart_count, error
 
+    @property
+    def live(self) -> bool:
+        """Its processes exist (running, paused, or between restarts)."""
+        return self.status in ("running", "paused", "restarting")
+
     def __repr__(self) -> str:
         return f"Status({self.__dict__})"
 

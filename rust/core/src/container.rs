@@ -8,7 +8,7 @@ use crate::plan::Plan;
 use crate::spawn::{self, Spawned};
 use crate::state::{self, State, Status, EXEC_FIFO};
 use oci_spec::runtime::Spec;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -446,64 +446,7 @@ pub fn wait_pid(pid: i32, mut interrupted: impl FnMut() -> Result<()>) -> Result
     }
 }
 
-/// The signals a foreground `run` passes on to the container, as runc does.
-const FORWARDED: [i32; 7] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
-
-/// Wait for our child `pid`, passing on every signal we receive meanwhile.
-/// The signals are blocked in this thread and read from a signalfd; the
-/// child's exit is seen on a pidfd, so neither can be missed.
-pub fn wait_forwarding_signals(pid: i32) -> Result<i32> {
-    let sys = |what: &str| Error::msg(format!("{what}: {}", crate::error::errno_text(nix::errno::Errno::last())));
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        let restore = Cleanup(Some(|| {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }));
-        let sfd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
-        if sfd < 0 {
-            return Err(sys("signalfd"));
-        }
-        let sfd = std::os::fd::OwnedFd::from_raw_fd(sfd);
-        let pfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        if pfd < 0 {
-            return Err(sys("pidfd_open"));
-        }
-        let pfd = std::os::fd::OwnedFd::from_raw_fd(pfd);
-        loop {
-            let mut fds = [
-                libc::pollfd { fd: pfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            ];
-            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
-                if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
-                    continue;
-                }
-                return Err(sys("poll"));
-            }
-            if fds[1].revents & libc::POLLIN != 0 {
-                let mut info: libc::signalfd_siginfo = std::mem::zeroed();
-                let n = libc::read(sfd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, std::mem::size_of::<libc::signalfd_siginfo>());
-                if n > 0 {
-                    libc::kill(pid, info.ssi_signo as i32);
-                }
-            }
-            if fds[0].revents & libc::POLLIN != 0 {
-                let mut status = 0;
-                if libc::waitpid(pid, &mut status, 0) == pid {
-                    drop(restore);
-                    return Ok(spawn::exit_code(status));
-                }
-                return Err(sys("waitpid"));
-            }
-        }
-    }
-}
+pub use crate::forward::wait_forwarding_signals;
 
 
 #[cfg(test)]

@@ -108,3 +108,12 @@ mod tests {
         assert_eq!(std::str::from_utf8(t.as_bytes()).unwrap(), r#"exec: "nosuch": executable file not found in $PATH"#);
     }
 }
+
+/// In a parent (where allocating is fine), a child-side failure as the core's error.
+impl From<Failure<'_>> for crate::error::Error {
+    fn from(f: Failure<'_>) -> Self {
+        let mut text = StackText::new();
+        f.render(&mut text);
+        crate::error::Error::msg(String::from_utf8_lossy(text.as_bytes()).into_owned())
+    }
+}

@@ -122,12 +122,7 @@ pub fn enter_root(ov: &Overlay, links_dir: &Path, target: &Path) -> Result<()> {
         if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
             return Err(sys("make private", Path::new("/")));
         }
-        if libc::chdir(plan.base.as_ptr()) != 0 {
-            return Err(sys("chdir to overlay layers dir", Path::new(&*plan.base.to_string_lossy())));
-        }
-        if libc::mount(c"overlay".as_ptr(), target_c.as_ptr(), c"overlay".as_ptr(), 0, plan.data.as_ptr() as *const libc::c_void) != 0 {
-            return Err(sys("mount overlay root on", target));
-        }
+        mount_root(&plan, &target_c)?;
         if libc::chroot(target_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
             return Err(sys("chroot into", target));
         }

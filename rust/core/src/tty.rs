@@ -4,12 +4,10 @@
 //! size changes and signals, until the process exits.
 
 use crate::error::{errno_text, Error, Result};
+use crate::forward;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-
-/// The signals passed on to the process; SIGWINCH instead resizes the pty.
-const FORWARDED: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
 
 /// The pty master the process's setup sent over the console socket pair.
 pub fn receive_master(sock: &UnixStream) -> Result<OwnedFd> {
@@ -102,89 +100,52 @@ fn drain(m: RawFd, buf: &mut [u8]) {
 
 /// Relay until our child `pid` exits; its exit code (128+N when killed by signal N).
 pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
-    let sys = |what: &str| Error::msg(format!("{what}: {}", errno_text(nix::errno::Errno::last())));
     let m = master.as_raw_fd();
     let _raw = RawMode::enter();
     copy_window_size(m);
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGWINCH]) {
-            libc::sigaddset(&mut set, *s);
-        }
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        struct Restore(libc::sigset_t);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    let watch = forward::Watch::new(pid)?;
+    let mut stdin_open = true;
+    let mut master_open = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: watch.child.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: watch.signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if master_open { m } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+        ];
+        forward::poll(&mut fds)?;
+        if fds[1].revents & libc::POLLIN != 0 {
+            match watch.read_signal() {
+                Some(libc::SIGWINCH) => copy_window_size(m),
+                Some(sig) => unsafe {
+                    libc::kill(pid, sig);
+                },
+                None => {}
             }
         }
-        let _restore = Restore(old);
-        let sfd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
-        if sfd < 0 {
-            return Err(sys("signalfd"));
+        if fds[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let n = unsafe { libc::read(m, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n > 0 {
+                write_all(1, &buf[..n as usize]);
+            } else {
+                master_open = false; // EIO: every slave fd is closed
+            }
         }
-        let sfd = OwnedFd::from_raw_fd(sfd);
-        let pfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        if pfd < 0 {
-            return Err(sys("pidfd_open"));
+        if fds[3].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n > 0 {
+                write_all(m, &buf[..n as usize]);
+            } else {
+                stdin_open = false;
+            }
         }
-        let pfd = OwnedFd::from_raw_fd(pfd);
-        let mut stdin_open = true;
-        let mut master_open = true;
-        let mut buf = [0u8; 8192];
-        loop {
-            let mut fds = [
-                libc::pollfd { fd: pfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: if master_open { m } else { -1 }, events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
-            ];
-            if libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) < 0 {
-                if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
-                    continue;
-                }
-                return Err(sys("poll"));
+        if fds[0].revents & libc::POLLIN != 0 {
+            // The process is gone: pass on what it wrote last, then reap it.
+            if master_open {
+                drain(m, &mut buf);
             }
-            if fds[1].revents & libc::POLLIN != 0 {
-                let mut info: libc::signalfd_siginfo = std::mem::zeroed();
-                let n = libc::read(sfd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, std::mem::size_of::<libc::signalfd_siginfo>());
-                if n > 0 {
-                    if info.ssi_signo as i32 == libc::SIGWINCH {
-                        copy_window_size(m);
-                    } else {
-                        libc::kill(pid, info.ssi_signo as i32);
-                    }
-                }
-            }
-            if fds[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                let n = libc::read(m, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
-                if n > 0 {
-                    write_all(1, &buf[..n as usize]);
-                } else {
-                    master_open = false; // EIO: every slave fd is closed
-                }
-            }
-            if fds[3].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                let n = libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
-                if n > 0 {
-                    write_all(m, &buf[..n as usize]);
-                } else {
-                    stdin_open = false;
-                }
-            }
-            if fds[0].revents & libc::POLLIN != 0 {
-                // The process is gone: pass on what it wrote last, then reap it.
-                if master_open {
-                    drain(m, &mut buf);
-                }
-                let mut status = 0;
-                if libc::waitpid(pid, &mut status, 0) == pid {
-                    return Ok(crate::spawn::exit_code(status));
-                }
-                return Err(sys("waitpid"));
-            }
+            return forward::reap_exited(pid);
         }
     }
 }

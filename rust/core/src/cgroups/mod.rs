@@ -204,12 +204,16 @@ impl Cgroup {
     /// whose first writer waits for an RCU grace period (6-15 ms on this
     /// kind of host, for cgroup.procs or any other pid); cgroup.procs on v2.
     pub fn self_join_files(&self, cloned_into: bool) -> Result<Vec<OwnedFd>> {
+        let open = |file: &Path| {
+            nix::fcntl::open(file, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        };
         self.dirs_to_join(cloned_into)
-            .map(|dir| {
-                let tasks = dir.join("tasks");
-                let file = if tasks.exists() { tasks } else { dir.join("cgroup.procs") };
-                nix::fcntl::open(&file, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                    .map_err(|e| Error::sys("open", &file, e))
+            .map(|dir| match open(&dir.join("tasks")) {
+                Err(nix::errno::Errno::ENOENT) => {
+                    let procs = dir.join("cgroup.procs");
+                    open(&procs).map_err(|e| Error::sys("open", &procs, e))
+                }
+                opened => opened.map_err(|e| Error::sys("open", dir.join("tasks"), e)),
             })
             .collect()
     }
