@@ -116,7 +116,11 @@ def test_masked_paths(ctx):
             script.append(f'echo "{p} $(ls -A {p} | wc -l)"')
         else:
             script.append(f'echo "{p} $(cat {p} 2>/dev/null | wc -c)"')
+    # Masked directories (one read-only tmpfs, bound on each) take no writes.
+    dirs = [p for p in existing if os.path.isdir(p)]
+    script += [f'mkdir {p}/x 2>/dev/null && echo "WROTE {p}"' for p in dirs] + ["true"]
     out = run_ok(ctx, "; ".join(script))
+    assert "WROTE" not in out, out
     sizes = dict(line.split() for line in out.splitlines())
     for p in existing:
         assert sizes[p] == "0", f"{p} is not masked: {sizes[p]} entries/bytes visible"

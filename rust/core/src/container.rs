@@ -29,6 +29,12 @@ pub struct CreateOptions {
     /// Mount this overlay on the bundle's rootfs dir inside the container
     /// (lowers bottom first); its symlinks, if needed, go next to `upper`.
     pub rootfs_overlay: Option<crate::overlay::Overlay>,
+    /// The caller starts many containers: kernel work that can wait is
+    /// moved off the start path (offload.rs).
+    pub offload: bool,
+    /// With offload, for a container the caller waits for and deletes: its
+    /// mount namespace is held until `offload::release(token)`.
+    pub hold_mount_namespace: bool,
 }
 
 pub struct Created {
@@ -37,6 +43,12 @@ pub struct Created {
     pub init: Option<Spawned>,
     /// The config has hooks: starting must read the state and config again for them.
     pub hooks: bool,
+    /// The token its mount namespace is held under (hold_mount_namespace).
+    pub hold: Option<u64>,
+    /// The next container like this one could use a spare network namespace.
+    pub wants_spare_netns: bool,
+    /// The state as saved.
+    pub state: State,
 }
 
 /// Read and parse `<bundle>/config.json`.
@@ -146,6 +158,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         // mkfifo obeys the umask; any container user must be able to open it for writing.
         std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(|e| Error::io("chmod", &fifo, e))?;
     }
+    let hold = if opts.offload && opts.hold_mount_namespace { crate::offload::hold_token() } else { None };
+    let hold_guard = Cleanup(hold.map(|(_, token)| move || crate::offload::release(token)));
     let spawned = spawn::spawn(
         &plan,
         &cgroup,
@@ -156,6 +170,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
             hook_state: hook_files.as_ref().map(|f| (f.creating.as_raw_fd(), f.created.as_raw_fd())),
             events: Some(&events),
             start_at_once: opts.start_in_process && opts.start_at_once,
+            offload: opts.offload,
+            hold,
         },
     )?;
     let pid = spawned.pid;
@@ -172,10 +188,18 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     if let Some(pid_file) = &opts.pid_file {
         write_atomically(pid_file, &pid.to_string())?;
     }
+    std::mem::forget(hold_guard);
     std::mem::forget(kill_guard);
     std::mem::forget(cgroup_guard);
     std::mem::forget(dir_guard);
-    Ok(Created { pid, init: opts.start_in_process.then_some(spawned), hooks: spec.hooks().is_some() })
+    Ok(Created {
+        pid,
+        init: opts.start_in_process.then_some(spawned),
+        hooks: spec.hooks().is_some(),
+        hold: hold.map(|(_, token)| token),
+        wants_spare_netns: opts.offload && plan.may_use_spare_netns(),
+        state: st,
+    })
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
@@ -247,7 +271,9 @@ pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> 
 pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach: bool, wait: impl FnOnce(i32) -> Result<i32>) -> Result<Option<i32>> {
     opts.start_in_process = true;
     opts.start_at_once = true;
+    opts.hold_mount_namespace = !detach;
     let created = create(root, id, bundle, &opts)?;
+    let release = Cleanup(created.hold.map(|token| move || crate::offload::release(token)));
     if let Err(e) = start_in_process(root, id, &created) {
         let _ = delete(root, id, true);
         return Err(e);
@@ -255,8 +281,17 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
     if detach {
         return Ok(None);
     }
+    if created.wants_spare_netns {
+        crate::offload::request_spare_netns();
+    }
     let code = wait(created.pid);
-    let _ = delete(root, id, true);
+    drop(release);
+    if code.is_ok() {
+        // Reaped: stopped, as the state in hand says; no need to read it again.
+        let _ = remove(root, &created.state);
+    } else {
+        let _ = delete(root, id, true);
+    }
     code.map(Some)
 }
 
@@ -369,6 +404,12 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Status::Stopped => {}
         _ => stop_all(&st),
     }
+    remove(root, &st)
+}
+
+/// The end of delete, once the container's processes are gone: its cgroup,
+/// the poststop hooks, its state dir.
+fn remove(root: &Path, st: &State) -> Result<()> {
     // Our own child leaves a zombie until reaped.
     if st.pid > 0 {
         unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
@@ -388,8 +429,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             }
         }
     }
-    let dir = state::dir(root, id);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove state dir", &dir, e))
+    state::remove_dir(root, &st.id)
 }
 
 /// A create killed after making its cgroup but before recording it (no

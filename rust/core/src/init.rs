@@ -4,7 +4,7 @@
 
 use crate::caps;
 use crate::failure::Failure;
-use crate::mounts::{create_target, errno, is_dir, mount, remount};
+use crate::mounts::{create_target, errno, mount, remount};
 use crate::plan::{Plan, ProcessPlan};
 use crate::sync;
 use std::ffi::CStr;
@@ -36,6 +36,8 @@ pub struct Context<'a> {
     pub hook_state: Option<(RawFd, RawFd)>,
     /// Started at once (spawn::clone_vm).
     pub at_once: Option<AtOnce<'a>>,
+    /// Send the mount namespace to the offload thread to hold (socket, token).
+    pub hold: Option<(RawFd, u64)>,
 }
 
 /// An init started at once shares the parent's memory until its execve:
@@ -132,6 +134,9 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     join_cgroups(cx.join_cgroups)?;
     for (nstype, fd) in cx.join {
         check(unsafe { libc::setns(*fd, *nstype) }, "join namespace (setns)")?;
+    }
+    if let Some((sock, token)) = cx.hold {
+        crate::offload::send_hold(sock, token);
     }
     if plan.userns() {
         // Become the root of the user namespace (made with the maps the
@@ -267,6 +272,8 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         m.apply()?;
     }
     let userns = plan.userns();
+    // mknod obeys the umask; the config's modes are meant exactly.
+    let umask = unsafe { libc::umask(0) };
     for d in &plan.devices {
         if userns {
             // mknod is refused in a user namespace: bind the host's node instead.
@@ -274,21 +281,20 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
             mount(d.host.as_ptr(), &d.target, std::ptr::null(), libc::MS_BIND, std::ptr::null())
                 .map_err(|e| Failure::new("bind-mount device", &d.destination, e))?;
         } else {
-            unsafe { libc::unlink(d.target.as_ptr()) };
             let mut made = unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) };
-            if made != 0 && errno() == libc::ENOENT {
-                // A nested device (/dev/net/tun, /dev/dri/card0): its directories first
+            if made != 0 && matches!(errno(), libc::ENOENT | libc::EEXIST) {
+                // Something is there already (replace it), or a nested device
+                // (/dev/net/tun, /dev/dri/card0) needs its directories first
                 // (create_target makes them and an empty file, which gives way to the node).
                 create_target(&d.target, true).map_err(|e| Failure::new("create device", &d.destination, e))?;
                 unsafe { libc::unlink(d.target.as_ptr()) };
                 made = unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) };
             }
             check_at(made, "mknod", &d.destination)?;
-            // mknod obeys the umask; the config's mode is meant exactly.
-            check_at(unsafe { libc::chmod(d.target.as_ptr(), d.mode & 0o7777) }, "chmod device", &d.destination)?;
             check_at(unsafe { libc::chown(d.target.as_ptr(), d.uid, d.gid) }, "chown device", &d.destination)?;
         }
     }
+    unsafe { libc::umask(umask) };
     for (link, to) in &plan.dev_links {
         if unsafe { libc::symlink(to.as_ptr(), link.as_ptr()) } != 0 && errno() != libc::EEXIST {
             return Err(Failure::new("symlink", link, errno()));
@@ -322,13 +328,24 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
     }
     // Before maskedPaths and readonlyPaths, which usually cover /proc/sys.
     crate::sysctl::apply(&plan.sysctls)?;
+    // Directories are masked by one empty read-only tmpfs, bound on each
+    // after the first: a superblock less per directory to make and tear down.
+    let mut mask_dir: Option<&CStr> = None;
     for path in &plan.masked {
-        let r = if is_dir(path) {
-            mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null())
-        } else {
-            mount(c"/dev/null".as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null())
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(path.as_ptr(), &mut st) } != 0 {
+            match errno() {
+                libc::ENOENT => continue,
+                e => return Err(Failure::new("mask path", path, e)),
+            }
+        }
+        let r = match (st.st_mode & libc::S_IFMT == libc::S_IFDIR, mask_dir) {
+            (true, None) => mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null()),
+            (true, Some(first)) => mount(first.as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null()),
+            (false, _) => mount(c"/dev/null".as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null()),
         };
         match r {
+            Ok(()) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => mask_dir = mask_dir.or(Some(path)),
             Ok(()) | Err(libc::ENOENT) => {}
             Err(e) => return Err(Failure::new("mask path", path, e)),
         }

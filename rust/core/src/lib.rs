@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod init;
 pub mod layers;
 pub mod mounts;
+pub mod offload;
 pub mod overlay;
 pub mod plan;
 pub mod rootpath;

@@ -261,6 +261,12 @@ impl Plan {
         has(self.new_namespaces, &self.join, libc::CLONE_NEWUSER)
     }
 
+    /// A new network namespace that may be a spare one (offload.rs): the
+    /// host's user namespace owns it.
+    pub fn may_use_spare_netns(&self) -> bool {
+        self.new_namespaces & libc::CLONE_NEWNET as u64 != 0 && !self.userns()
+    }
+
     pub fn new_cgroupns(&self) -> bool {
         self.new_namespaces & libc::CLONE_NEWCGROUP as u64 != 0
     }

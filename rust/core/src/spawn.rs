@@ -45,6 +45,12 @@ pub struct Options<'a> {
     /// clone_vm when nothing needs the parent in between (no user namespace
     /// maps to write, no hooks).
     pub start_at_once: bool,
+    /// The caller offloads (offload.rs): join a spare network namespace, if
+    /// one is ready, instead of making one.
+    pub offload: bool,
+    /// The offload thread's socket and the token to send the init's mount
+    /// namespace under, for it to hold.
+    pub hold: Option<(RawFd, u64)>,
 }
 
 /// What the parent learns while the init sets up.
@@ -97,6 +103,13 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
             join.push((*nstype, fd));
         }
     }
+    let mut flags = plan.new_namespaces;
+    if opts.offload && plan.may_use_spare_netns() {
+        if let Some(fd) = crate::offload::take_spare_netns() {
+            join.push((libc::CLONE_NEWNET, fd));
+            flags &= !(libc::CLONE_NEWNET as u64);
+        }
+    }
     join.sort_by_key(|(t, _)| *t != libc::CLONE_NEWUSER);
     let join_raw: Vec<(i32, RawFd)> = join.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
 
@@ -132,7 +145,6 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     let self_join = !plan.userns();
     let join_files: Vec<OwnedFd> = if self_join { cgroup.self_join_files(cgroup_fd.is_some())? } else { Vec::new() };
     let join_files_raw: Vec<RawFd> = join_files.iter().map(|fd| fd.as_raw_fd()).collect();
-    let mut flags = plan.new_namespaces;
     // A cgroup namespace made by the clone is rooted where the clone put the
     // child: right only on pure v2; else it is made once the child has joined.
     let unshare_cgroupns = plan.new_cgroupns() && !(cgroup.unified && cgroup_fd.is_some());
@@ -159,6 +171,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         join_cgroups: &join_files_raw,
         hook_state: opts.hook_state,
         at_once: None,
+        hold: opts.hold,
     };
 
     let reached_exec = std::sync::atomic::AtomicBool::new(false);
@@ -290,18 +303,12 @@ mod clone_vm {
     /// Ok(Some(pid)) once the child has exec'd or exited; Ok(None) where
     /// clone3 lacks what this needs (the caller then clones the usual way).
     pub fn clone_and_run(flags: u64, cgroup_fd: Option<&OwnedFd>, cx: &Context<'_>) -> Result<Option<i32>> {
+        let stack = Stack::take()?;
         unsafe {
-            let stack = libc::mmap(std::ptr::null_mut(), STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE,
-                                   libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0);
-            if stack == libc::MAP_FAILED {
-                return Err(Error::msg(format!("mmap a stack for the container init: {}", crate::error::errno_text(nix::errno::Errno::last()))));
-            }
-            // A guard page: an overflow faults instead of writing into our memory.
-            libc::mprotect(stack, 4096, libc::PROT_NONE);
             let mut args = CloneArgs {
                 flags: flags | libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64,
                 exit_signal: libc::SIGCHLD as u64,
-                stack: stack as u64,
+                stack: stack.0 as u64,
                 stack_size: STACK_SIZE as u64,
                 ..Default::default()
             };
@@ -316,7 +323,8 @@ mod clone_vm {
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
             let r = clone3_calling(&mut args, child, cx);
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            libc::munmap(stack, STACK_SIZE);
+            // The child has exec'd or exited (CLONE_VFORK): its stack is free again.
+            stack.give_back();
             match r {
                 pid if pid > 0 => Ok(Some(pid as i32)),
                 e if matches!(-e as i32, libc::ENOSYS | libc::EINVAL | libc::E2BIG) => Ok(None),
@@ -325,6 +333,42 @@ mod clone_vm {
                     Err(Error::msg(format!("clone3 with namespace flags {flags:#x}: {}", crate::error::errno_text(errno))))
                 }
             }
+        }
+    }
+
+    /// A child stack, kept for the next clone once its child has exec'd: a
+    /// fresh mapping would cost an mmap, an munmap and page faults per start.
+    struct Stack(*mut libc::c_void);
+
+    // Kept: as many as clones have run at once (threads), up to a few.
+    static FREE: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    const KEEP: usize = 4;
+
+    impl Stack {
+        fn take() -> Result<Stack> {
+            if let Some(addr) = FREE.lock().ok().and_then(|mut f| f.pop()) {
+                return Ok(Stack(addr as *mut libc::c_void));
+            }
+            unsafe {
+                let stack = libc::mmap(std::ptr::null_mut(), STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE,
+                                       libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0);
+                if stack == libc::MAP_FAILED {
+                    return Err(Error::msg(format!("mmap a stack for the container init: {}", crate::error::errno_text(nix::errno::Errno::last()))));
+                }
+                // A guard page: an overflow faults instead of writing into our memory.
+                libc::mprotect(stack, 4096, libc::PROT_NONE);
+                Ok(Stack(stack))
+            }
+        }
+
+        fn give_back(self) {
+            if let Ok(mut free) = FREE.lock() {
+                if free.len() < KEEP {
+                    free.push(self.0 as usize);
+                    return;
+                }
+            }
+            unsafe { libc::munmap(self.0, STACK_SIZE) };
         }
     }
 

@@ -73,6 +73,17 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
     root.join(id)
 }
 
+/// Remove a container's state dir: state.json and the dir itself, or
+/// whatever else is in it (an exec fifo, a temp file) the long way.
+pub fn remove_dir(root: &Path, id: &str) -> Result<()> {
+    let d = dir(root, id);
+    let _ = std::fs::remove_file(d.join("state.json"));
+    match std::fs::remove_dir(&d) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::remove_dir_all(&d).map_err(|e| Error::io("remove state dir", &d, e)),
+    }
+}
+
 impl State {
     pub fn load(root: &Path, id: &str) -> Result<State> {
         validate_id(id)?;

@@ -114,7 +114,7 @@ pub struct Cgroup {
     pub path: String,
     /// The leaf directory in every hierarchy the container joined.
     pub dirs: Vec<PathBuf>,
-    /// The directories this container created, parents first: removed in reverse on delete.
+    /// The leaves this container created (not ones it found): removed on delete.
     pub created: Vec<PathBuf>,
     /// Pure v2: the one leaf, for CLONE_INTO_CGROUP.
     #[serde(default)]
@@ -135,7 +135,7 @@ impl Cgroup {
                     if mode == Mode::Hybrid {
                         // The unified hierarchy has no controllers here; joining it keeps
                         // /proc/self/cgroup's 0:: line truthful for tools that read it.
-                        cg.mkdir_all(&Path::new(ROOT).join("unified"))
+                        cg.mkdir_all(&Path::new(ROOT).join("unified")).map(drop)
                     } else {
                         Ok(())
                     }
@@ -152,27 +152,35 @@ impl Cgroup {
         }
     }
 
-    /// mkdir -p of this cgroup's path under `root`, remembering what was new.
-    /// A parent removed meanwhile by another container's delete is made again.
-    pub(crate) fn mkdir_all(&mut self, root: &Path) -> Result<()> {
-        let mut tries = 0;
-        'again: loop {
-            let mut dir = root.to_path_buf();
-            for part in self.path.trim_start_matches('/').split('/') {
-                dir.push(part);
-                match std::fs::create_dir(&dir) {
-                    Ok(()) => self.created.push(dir.clone()),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10 => {
-                        tries += 1;
-                        continue 'again;
+    /// mkdir -p of this cgroup's path under `root`; the directories it made,
+    /// parents first. Only a new leaf is the container's to remove: parents
+    /// stay, as with runc, for the next container (making them again would
+    /// cost a mkdir and an rmdir in every hierarchy per container).
+    pub(crate) fn mkdir_all(&mut self, root: &Path) -> Result<Vec<PathBuf>> {
+        let leaf = root.join(self.path.trim_start_matches('/'));
+        let mut made = Vec::new();
+        // The leaf alone first: its parents exist but for the first container.
+        match std::fs::create_dir(&leaf) {
+            Ok(()) => made.push(leaf.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut dir = root.to_path_buf();
+                for part in self.path.trim_start_matches('/').split('/') {
+                    dir.push(part);
+                    match std::fs::create_dir(&dir) {
+                        Ok(()) => made.push(dir.clone()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir != leaf => {}
+                        Err(e) => return Err(Error::io("create cgroup", &dir, e)),
                     }
-                    Err(e) => return Err(Error::io("create cgroup", &dir, e)),
                 }
             }
-            self.dirs.push(dir);
-            return Ok(());
+            Err(e) => return Err(Error::io("create cgroup", &leaf, e)),
         }
+        if made.last() == Some(&leaf) {
+            self.created.push(leaf.clone());
+        }
+        self.dirs.push(leaf);
+        Ok(made)
     }
 
     /// The cgroup2 leaf a child can be cloned straight into
@@ -236,8 +244,9 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
-    /// Remove what create made, deepest first. Directories still in use
-    /// (EBUSY, ENOTEMPTY) are left: they belong to someone else too.
+    /// Remove the leaves create made (and the parents that state files of
+    /// earlier versions list). Directories still in use (EBUSY, ENOTEMPTY)
+    /// are left: they belong to someone else too.
     pub fn remove(&self) -> Vec<(PathBuf, std::io::Error)> {
         let mut failed = Vec::new();
         for dir in self.created.iter().rev() {

@@ -10,11 +10,10 @@ pub(super) fn create(cg: &mut Cgroup, hierarchies: &[Hierarchy], resources: Opti
         return Err(Error::msg("no cgroup v1 hierarchy is mounted under /sys/fs/cgroup"));
     }
     for h in hierarchies {
-        let before = cg.created.len();
-        cg.mkdir_all(&h.mountpoint)?;
+        let made = cg.mkdir_all(&h.mountpoint)?;
         if h.controllers.iter().any(|c| c == "cpuset") {
             // A new v1 cpuset is empty and refuses tasks until cpus and mems are copied down.
-            for dir in &cg.created[before..] {
+            for dir in &made {
                 inherit_cpuset(dir)?;
             }
         }

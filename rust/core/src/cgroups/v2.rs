@@ -38,6 +38,9 @@ fn controllers(writes: &[(&'static str, &'static str, String)], root: &Path) -> 
     let mut needed: Vec<&str> = writes.iter().map(|(c, _, _)| *c).collect();
     needed.sort();
     needed.dedup();
+    if needed.is_empty() {
+        return Ok(needed);
+    }
     let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     for c in &needed {
         if !available.split_whitespace().any(|a| a == *c) {
