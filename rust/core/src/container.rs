@@ -29,12 +29,9 @@ pub struct CreateOptions {
     /// Mount this overlay on the bundle's rootfs dir inside the container
     /// (lowers bottom first); its symlinks, if needed, go next to `upper`.
     pub rootfs_overlay: Option<crate::overlay::Overlay>,
-    /// The caller starts many containers: kernel work that can wait is
-    /// moved off the start path (offload.rs).
+    /// The caller starts many containers: join namespaces made ahead, and
+    /// (run) have the next ones made while this one runs (offload.rs).
     pub offload: bool,
-    /// With offload, for a container the caller waits for and deletes: its
-    /// mount namespace is held until `offload::release(token)`.
-    pub hold_mount_namespace: bool,
 }
 
 pub struct Created {
@@ -43,10 +40,8 @@ pub struct Created {
     pub init: Option<Spawned>,
     /// The config has hooks: starting must read the state and config again for them.
     pub hooks: bool,
-    /// The token its mount namespace is held under (hold_mount_namespace).
-    pub hold: Option<u64>,
-    /// The next container like this one could use a spare network namespace.
-    pub wants_spare_netns: bool,
+    /// The spares (CLONE_NEW* flags) a container like this one could join.
+    pub spare_kinds: i32,
     /// The state as saved.
     pub state: State,
 }
@@ -133,10 +128,13 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     let hook_files = if plan.hooks.in_container() { Some(hooks::StateFiles::new()?) } else { None };
     let events = |e: spawn::Event| -> Result<()> {
         match e {
-            spawn::Event::Cloned(pid) | spawn::Event::Started(pid) => {
+            spawn::Event::Cloned(pid) | spawn::Event::Started(pid, _) => {
                 let mut s = st.borrow_mut();
                 s.pid = pid;
-                s.pid_start = state::process_start(pid).unwrap_or(0);
+                s.pid_start = match e {
+                    spawn::Event::Started(_, Some(start)) => start,
+                    _ => state::process_start(pid).unwrap_or(0),
+                };
                 s.creating = e == spawn::Event::Cloned(pid);
                 s.save(root)?;
                 if let Some(files) = &hook_files {
@@ -158,8 +156,6 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         // mkfifo obeys the umask; any container user must be able to open it for writing.
         std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(|e| Error::io("chmod", &fifo, e))?;
     }
-    let hold = if opts.offload && opts.hold_mount_namespace { crate::offload::hold_token() } else { None };
-    let hold_guard = Cleanup(hold.map(|(_, token)| move || crate::offload::release(token)));
     let spawned = spawn::spawn(
         &plan,
         &cgroup,
@@ -171,7 +167,6 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
             events: Some(&events),
             start_at_once: opts.start_in_process && opts.start_at_once,
             offload: opts.offload,
-            hold,
         },
     )?;
     let pid = spawned.pid;
@@ -188,7 +183,6 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     if let Some(pid_file) = &opts.pid_file {
         write_atomically(pid_file, &pid.to_string())?;
     }
-    std::mem::forget(hold_guard);
     std::mem::forget(kill_guard);
     std::mem::forget(cgroup_guard);
     std::mem::forget(dir_guard);
@@ -196,8 +190,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         pid,
         init: opts.start_in_process.then_some(spawned),
         hooks: spec.hooks().is_some(),
-        hold: hold.map(|(_, token)| token),
-        wants_spare_netns: opts.offload && plan.may_use_spare_netns(),
+        spare_kinds: if opts.offload { plan.spare_kinds() } else { 0 },
         state: st,
     })
 }
@@ -271,9 +264,7 @@ pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> 
 pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach: bool, wait: impl FnOnce(i32) -> Result<i32>) -> Result<Option<i32>> {
     opts.start_in_process = true;
     opts.start_at_once = true;
-    opts.hold_mount_namespace = !detach;
     let created = create(root, id, bundle, &opts)?;
-    let release = Cleanup(created.hold.map(|token| move || crate::offload::release(token)));
     if let Err(e) = start_in_process(root, id, &created) {
         let _ = delete(root, id, true);
         return Err(e);
@@ -281,11 +272,9 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
     if detach {
         return Ok(None);
     }
-    if created.wants_spare_netns {
-        crate::offload::request_spare_netns();
-    }
+    // While this one runs: the caller would only wait.
+    crate::offload::request(created.spare_kinds);
     let code = wait(created.pid);
-    drop(release);
     if code.is_ok() {
         // Reaped: stopped, as the state in hand says; no need to read it again.
         let _ = remove(root, &created.state);

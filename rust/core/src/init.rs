@@ -36,8 +36,6 @@ pub struct Context<'a> {
     pub hook_state: Option<(RawFd, RawFd)>,
     /// Started at once (spawn::clone_vm).
     pub at_once: Option<AtOnce<'a>>,
-    /// Send the mount namespace to the offload thread to hold (socket, token).
-    pub hold: Option<(RawFd, u64)>,
 }
 
 /// An init started at once shares the parent's memory until its execve:
@@ -134,9 +132,6 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     join_cgroups(cx.join_cgroups)?;
     for (nstype, fd) in cx.join {
         check(unsafe { libc::setns(*fd, *nstype) }, "join namespace (setns)")?;
-    }
-    if let Some((sock, token)) = cx.hold {
-        crate::offload::send_hold(sock, token);
     }
     if plan.userns() {
         // Become the root of the user namespace (made with the maps the

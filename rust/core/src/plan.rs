@@ -5,7 +5,7 @@ use crate::caps::{self, CapSets};
 use crate::cgroups::{self, Cgroup, Mode};
 use crate::error::{Error, Result};
 use crate::mounts::{cstring, parse_options, propagation, MountOp, Options};
-use crate::rootpath::resolve_in_root;
+use crate::rootpath::RootResolver;
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, PosixRlimitType, Spec};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -136,7 +136,8 @@ impl Plan {
             return Err(Error::msg("config.json sets a hostname but gives the container no UTS namespace"));
         }
 
-        let inside = |dest: &Path| cstring(&resolve_in_root(&rootfs_path, dest).to_string_lossy());
+        let resolver = std::cell::RefCell::new(RootResolver::new(&rootfs_path));
+        let inside = |dest: &Path| cstring(&resolver.borrow_mut().resolve(dest).to_string_lossy());
         let mut mounts = Vec::new();
         let mut cgroup_mounts = Vec::new();
         let mut dev_is_tmpfs = false;
@@ -261,10 +262,13 @@ impl Plan {
         has(self.new_namespaces, &self.join, libc::CLONE_NEWUSER)
     }
 
-    /// A new network namespace that may be a spare one (offload.rs): the
-    /// host's user namespace owns it.
-    pub fn may_use_spare_netns(&self) -> bool {
-        self.new_namespaces & libc::CLONE_NEWNET as u64 != 0 && !self.userns()
+    /// The new namespaces a spare could be (offload.rs): network and IPC,
+    /// unless a user namespace must own them.
+    pub fn spare_kinds(&self) -> i32 {
+        if self.userns() {
+            return 0;
+        }
+        crate::offload::KINDS.iter().map(|(k, _)| *k).filter(|k| self.new_namespaces & *k as u64 != 0).fold(0, |a, k| a | k)
     }
 
     pub fn new_cgroupns(&self) -> bool {

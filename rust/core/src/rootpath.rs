@@ -1,49 +1,107 @@
 //! Paths inside a container's root: a path from config.json is resolved the
 //! way the container would see it, symlinks included, and never leaves the root.
 
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 const MAX_SYMLINKS: usize = 40;
 
-/// `root` joined with `unsafe_path`, with every symlink on the way resolved
-/// relative to `root` (an absolute link target or `..` cannot climb above it).
-/// Components that do not exist yet are kept as they are.
-pub fn resolve_in_root(root: &Path, unsafe_path: &Path) -> PathBuf {
-    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-    let mut pending: Vec<std::ffi::OsString> = components(unsafe_path);
-    pending.reverse();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        if part == "." {
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(resolved.iter());
-        candidate.push(&part);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() && links < MAX_SYMLINKS => {
-                links += 1;
-                let Ok(target) = std::fs::read_link(&candidate) else {
-                    resolved.push(part);
-                    continue;
-                };
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut t = components(&target);
-                t.reverse();
-                pending.extend(t);
-            }
-            _ => resolved.push(part),
-        }
+/// What an lstat inside the root found.
+#[derive(Clone)]
+enum Entry {
+    Missing,
+    Link(PathBuf),
+    Other,
+}
+
+/// Resolves paths inside one root, remembering what each lstat found: a
+/// plan resolves some twenty paths (mounts, devices) that mostly share
+/// their first components. Lookups are relative to an fd on the root.
+pub struct RootResolver {
+    root: PathBuf,
+    dir: Option<OwnedFd>,
+    seen: HashMap<PathBuf, Entry>,
+}
+
+impl RootResolver {
+    pub fn new(root: &Path) -> RootResolver {
+        let dir = CString::new(root.as_os_str().as_bytes()).ok().and_then(|c| {
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        RootResolver { root: root.to_path_buf(), dir, seen: HashMap::new() }
     }
-    let mut out = root.to_path_buf();
-    out.extend(resolved.iter());
-    out
+
+    /// `root` joined with `unsafe_path`, with every symlink on the way
+    /// resolved relative to `root` (an absolute link target or `..` cannot
+    /// climb above it). Components that do not exist yet are kept as they are.
+    pub fn resolve(&mut self, unsafe_path: &Path) -> PathBuf {
+        let mut resolved = PathBuf::new();
+        let mut pending: Vec<std::ffi::OsString> = components(unsafe_path);
+        pending.reverse();
+        let mut links = 0;
+        while let Some(part) = pending.pop() {
+            if part == ".." {
+                resolved.pop();
+                continue;
+            }
+            if part == "." {
+                continue;
+            }
+            let candidate = resolved.join(&part);
+            match self.lookup(&candidate) {
+                Entry::Link(target) if links < MAX_SYMLINKS => {
+                    links += 1;
+                    if target.is_absolute() {
+                        resolved = PathBuf::new();
+                    }
+                    let mut t = components(&target);
+                    t.reverse();
+                    pending.extend(t);
+                }
+                _ => resolved = candidate,
+            }
+        }
+        self.root.join(resolved)
+    }
+
+    fn lookup(&mut self, rel: &Path) -> Entry {
+        if let Some(e) = self.seen.get(rel) {
+            return e.clone();
+        }
+        // Under a missing directory, nothing exists.
+        let parent_missing = rel.parent().is_some_and(|p| matches!(self.seen.get(p), Some(Entry::Missing)));
+        let entry = if parent_missing { Entry::Missing } else { self.lstat(rel) };
+        self.seen.insert(rel.to_path_buf(), entry.clone());
+        entry
+    }
+
+    fn lstat(&self, rel: &Path) -> Entry {
+        let (Some(dir), Ok(c)) = (&self.dir, CString::new(rel.as_os_str().as_bytes())) else {
+            // No fd on the root (it vanished): the slow way, by full path.
+            return match std::fs::symlink_metadata(self.root.join(rel)) {
+                Ok(m) if m.file_type().is_symlink() => std::fs::read_link(self.root.join(rel)).map_or(Entry::Other, Entry::Link),
+                Ok(_) => Entry::Other,
+                Err(_) => Entry::Missing,
+            };
+        };
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            return Entry::Missing;
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            return Entry::Other;
+        }
+        let mut buf = [0u8; libc::PATH_MAX as usize];
+        let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+        if n <= 0 {
+            return Entry::Other;
+        }
+        Entry::Link(PathBuf::from(std::ffi::OsStr::from_bytes(&buf[..n as usize])))
+    }
 }
 
 fn components(p: &Path) -> Vec<std::ffi::OsString> {
@@ -69,13 +127,18 @@ mod tests {
         symlink("/real", dir.join("abs")).unwrap();
         symlink("../../../../etc", dir.join("real/up")).unwrap();
         symlink("sub", dir.join("real/rel")).unwrap();
-        assert_eq!(resolve_in_root(&dir, Path::new("/abs/sub")), dir.join("real/sub"));
-        assert_eq!(resolve_in_root(&dir, Path::new("/real/up/passwd")), dir.join("etc/passwd"));
-        assert_eq!(resolve_in_root(&dir, Path::new("/real/rel/x")), dir.join("real/sub/x"));
-        assert_eq!(resolve_in_root(&dir, Path::new("/../../x")), dir.join("x"));
-        assert_eq!(resolve_in_root(&dir, Path::new("/new/dir")), dir.join("new/dir"));
+        // One resolver for all: its remembered lookups give the same answers.
+        let mut r = RootResolver::new(&dir);
+        for _ in 0..2 {
+            assert_eq!(r.resolve(Path::new("/abs/sub")), dir.join("real/sub"));
+            assert_eq!(r.resolve(Path::new("/real/up/passwd")), dir.join("etc/passwd"));
+            assert_eq!(r.resolve(Path::new("/real/rel/x")), dir.join("real/sub/x"));
+            assert_eq!(r.resolve(Path::new("/../../x")), dir.join("x"));
+            assert_eq!(r.resolve(Path::new("/new/dir")), dir.join("new/dir"));
+            assert_eq!(r.resolve(Path::new("/new/dir/../x")), dir.join("new/x"));
+        }
         symlink("loop", dir.join("loop")).unwrap();
-        assert!(resolve_in_root(&dir, Path::new("/loop")).starts_with(&dir));
+        assert!(RootResolver::new(&dir).resolve(Path::new("/loop")).starts_with(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -45,12 +45,9 @@ pub struct Options<'a> {
     /// clone_vm when nothing needs the parent in between (no user namespace
     /// maps to write, no hooks).
     pub start_at_once: bool,
-    /// The caller offloads (offload.rs): join a spare network namespace, if
-    /// one is ready, instead of making one.
+    /// Join spare namespaces made ahead (offload.rs), where ready, instead
+    /// of making them.
     pub offload: bool,
-    /// The offload thread's socket and the token to send the init's mount
-    /// namespace under, for it to hold.
-    pub hold: Option<(RawFd, u64)>,
 }
 
 /// What the parent learns while the init sets up.
@@ -60,8 +57,9 @@ pub enum Event {
     Cloned(i32),
     /// The init made its mounts and waits for the prestart/createRuntime hooks.
     RuntimeHooks(i32),
-    /// Started at once (clone_vm): the process has exec'd already.
-    Started(i32),
+    /// Started at once (clone_vm): the process has exec'd already. With
+    /// its start time (state::process_start) when the clone's window tells it.
+    Started(i32, Option<u64>),
 }
 
 /// A container init that finished its setup and waits to be started
@@ -104,10 +102,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     }
     let mut flags = plan.new_namespaces;
-    if opts.offload && plan.may_use_spare_netns() {
-        if let Some(fd) = crate::offload::take_spare_netns() {
-            join.push((libc::CLONE_NEWNET, fd));
-            flags &= !(libc::CLONE_NEWNET as u64);
+    if opts.offload {
+        for (kind, _) in crate::offload::KINDS {
+            if plan.spare_kinds() & kind != 0 {
+                if let Some(fd) = crate::offload::take(kind) {
+                    join.push((kind, fd));
+                    flags &= !(kind as u64);
+                }
+            }
         }
     }
     join.sort_by_key(|(t, _)| *t != libc::CLONE_NEWUSER);
@@ -171,17 +173,20 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         join_cgroups: &join_files_raw,
         hook_state: opts.hook_state,
         at_once: None,
-        hold: opts.hold,
     };
 
     let reached_exec = std::sync::atomic::AtomicBool::new(false);
     if at_once {
         cx.at_once = Some(init::AtOnce { reached_exec: &reached_exec });
+        let before = crate::state::boot_ticks();
         let cloned = with_pid_namespace(pid_ns.as_ref(), || clone_vm::clone_and_run(flags, cgroup_fd.as_ref(), &cx), |_| false)?;
         if let Some(pid) = cloned {
             drop(child_sock);
             drop(join_files);
-            return started_at_once(pid, parent_sock, reached_exec.load(std::sync::atomic::Ordering::SeqCst), opts);
+            // The kernel stamps the start time within the clone: where the
+            // clock did not tick meanwhile, that is it (no /proc read).
+            let start = Some(before).filter(|b| *b == crate::state::boot_ticks());
+            return started_at_once(pid, start, parent_sock, reached_exec.load(std::sync::atomic::Ordering::SeqCst), opts);
         }
         // clone3 cannot do it here (an old kernel): the usual way below.
         cx.at_once = None;
@@ -258,14 +263,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
 }
 
 /// The parent's side of clone_vm: by now the child has exec'd or failed.
-fn started_at_once(pid: i32, parent_sock: OwnedFd, reached_exec: bool, opts: &Options<'_>) -> Result<Spawned> {
+fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_exec: bool, opts: &Options<'_>) -> Result<Spawned> {
     let heard = sync::hear(&parent_sock);
     if matches!(heard, Ok(Heard::Closed)) && !reached_exec {
         // Closed without a word, before the execve: it died during setup.
         let status = reap(pid);
         return Err(Error::msg(format!("container init exited during setup ({})", describe_exit(status))));
     }
-    let recorded = opts.events.map_or(Ok(()), |f| f(Event::Started(pid)));
+    let recorded = opts.events.map_or(Ok(()), |f| f(Event::Started(pid, start)));
     let failure = match heard {
         Ok(Heard::Closed) => recorded.err(), // close-on-exec: closed means exec'd
         Ok(Heard::Failed(msg)) => Some(Error::msg(msg)),

@@ -146,6 +146,16 @@ impl State {
     }
 }
 
+/// Now, in the unit and clock of /proc/<pid>/stat's start time: clock
+/// ticks since boot (CLOCK_BOOTTIME, which a time namespace shifts alike).
+pub fn boot_ticks() -> u64 {
+    static NS_PER_TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let per_tick = *NS_PER_TICK.get_or_init(|| 1_000_000_000 / (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64));
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) / per_tick
+}
+
 /// The start time of a live (not zombie) process, from /proc/<pid>/stat.
 pub fn process_start(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -203,6 +213,14 @@ mod tests {
         let z = "123 (x) Z 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(parse_start(z), None);
         assert!(process_start(std::process::id() as i32).is_some());
+        // A child's start time is read between two boot_ticks around its fork.
+        let before = boot_ticks();
+        let mut child = std::process::Command::new("sleep").arg("1").spawn().unwrap();
+        let after = boot_ticks();
+        let start = process_start(child.id() as i32).unwrap();
+        assert!(before <= start && start <= after, "{before} <= {start} <= {after}");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
