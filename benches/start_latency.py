@@ -141,13 +141,15 @@ class CliRuntime:
 
 
 class ApiRuntime:
-    """capsa.runtime.Runtime in this process: run() = create+start+wait+delete."""
+    """capsa.runtime.Runtime in this process: run() = create+start+wait+delete.
+    With spares (the default), containers join network and IPC namespaces
+    that a background thread made ahead; without, each clone makes its own."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, spares: bool = True):
         from capsa.runtime import Runtime  # noqa: PLC0415 - optional dependency
-        self.name = "capsa (Python API)"
-        self.root = workdir / STATE_DIR / "state-capsa-api"
-        self.rt = Runtime(root=str(self.root))
+        self.name = "capsa (Python API)" if spares else "capsa (API, no spares)"
+        self.root = workdir / STATE_DIR / ("state-capsa-api" if spares else "state-capsa-api-nospare")
+        self.rt = Runtime(root=str(self.root), spare_namespaces=spares)
         self.samples: list[float] = []
         self.error: str | None = None
         self.ids: list[str] = []
@@ -293,7 +295,7 @@ def main():
         else:
             skipped.append(f"{name}: not on PATH")
     try:
-        runners.append(ApiRuntime(workdir))
+        runners += [ApiRuntime(workdir), ApiRuntime(workdir, spares=False)]
     except Exception as e:  # noqa: BLE001 - ImportError, or a broken build
         skipped.append(f"capsa Python API: not importable ({type(e).__name__}: {e})")
 

@@ -407,7 +407,7 @@ def test_run_leaves_the_callers_memory_alone(api):
 
 
 # ==========================================================================
-# Offload: a Runtime moves kernel work off the start path (offload.rs)
+# Spare namespaces: a Runtime has network and IPC namespaces made ahead (spares.rs)
 # ==========================================================================
 
 NS_GET_USERNS = 0xB701
@@ -423,8 +423,8 @@ def wait_until(cond, timeout=5.0):
     return cond()
 
 
-def offload_thread_exists() -> bool:
-    return any((t / "comm").read_text().strip() == "capsa-offload" for t in Path("/proc/self/task").iterdir())
+def spares_thread_exists() -> bool:
+    return any((t / "comm").read_text().strip() == "capsa-spares" for t in Path("/proc/self/task").iterdir())
 
 
 def test_each_container_gets_a_fresh_network_namespace(api):
@@ -444,7 +444,7 @@ def test_each_container_gets_a_fresh_network_namespace(api):
         assert lines[2:] == ["lo"], out
     assert len(set(seen)) == len(seen), seen
     assert os.readlink("/proc/self/ns/net") not in seen
-    assert offload_thread_exists(), "the offload thread was not started"
+    assert spares_thread_exists(), "the spares thread was not started"
 
 
 def test_each_container_gets_a_fresh_ipc_namespace(api):

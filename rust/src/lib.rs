@@ -43,7 +43,7 @@ fn signal_number(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
 
 /// Create a container from a bundle; its init waits until `start`. Returns the init's pid.
 #[pyfunction]
-#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, overlay=None, offload=false))]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, overlay=None, spare_namespaces=false))]
 #[allow(clippy::too_many_arguments)]
 fn create(
     py: Python<'_>,
@@ -56,9 +56,9 @@ fn create(
     preserve_fds: u32,
     systemd_cgroup: bool,
     overlay: Option<OverlayArg>,
-    offload: bool,
+    spare_namespaces: bool,
 ) -> PyResult<i32> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), offload, ..Default::default() };
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), spare_namespaces, ..Default::default() };
     Ok(py.detach(|| container::create(&root, &id, &bundle, &opts)).or_raise()?.pid)
 }
 
@@ -71,10 +71,10 @@ fn start(py: Python<'_>, root: PathBuf, id: String) -> PyResult<()> {
 /// Create and start a container, then (unless detached) wait for it, delete
 /// it and return its exit code. While waiting, signals either reach Python's
 /// handlers or, with forward_signals (the CLI), go on to the container.
-/// With offload (callers that start many), kernel work that can wait runs
-/// on a background thread (capsa_core::offload).
+/// With spare_namespaces (callers that start many), network and IPC
+/// namespaces are made ahead on a background thread (capsa_core::spares).
 #[pyfunction]
-#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false, forward_signals=false, overlay=None, offload=false))]
+#[pyo3(signature = (root, id, bundle, console_socket=None, pid_file=None, no_pivot=false, preserve_fds=0, systemd_cgroup=false, detach=false, forward_signals=false, overlay=None, spare_namespaces=false))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -89,9 +89,9 @@ fn run(
     detach: bool,
     forward_signals: bool,
     overlay: Option<OverlayArg>,
-    offload: bool,
+    spare_namespaces: bool,
 ) -> PyResult<Option<i32>> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), offload, ..Default::default() };
+    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), spare_namespaces, ..Default::default() };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| {
         container::run(&root, &id, &bundle, opts, detach, |pid| wait_for(pid, forward_signals, &mut interrupted))

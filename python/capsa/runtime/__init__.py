@@ -9,12 +9,11 @@ stats), with no process spawned per call.
 Every failure raises ContainerError with a message that names the step,
 the path and the errno. Kept import-light.
 
-A Runtime starts many containers, so kernel work that can wait runs on a
-background thread: it makes the next container's network namespace (the
-costliest kernel step of a start) while the current one runs, and tears
-down exited containers' mount namespaces. Each spare namespace serves one
-container, at most one is held, and it goes with the process. Containers
-with a user namespace always make their own.
+A Runtime starts many containers, so a background thread makes network
+and IPC namespaces ahead (a network namespace is the costliest kernel step
+of a start) and each container joins fresh ones instead of making them.
+Each spare serves one container, two of each kind are kept, and they go
+with the process. Containers with a user namespace always make their own.
 """
 
 
@@ -37,15 +36,19 @@ def _json(text: str):
 class Runtime:
     """Containers whose state lives under one root directory."""
 
-    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT, *, systemd_cgroup: bool = False):
+    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT, *, systemd_cgroup: bool = False,
+                 spare_namespaces: bool = True):
+        """spare_namespaces: join network and IPC namespaces made ahead on a
+        background thread (see the module's doc); False makes each in its clone."""
         self.root = os.fspath(root)
         self.systemd_cgroup = systemd_cgroup
+        self.spare_namespaces = spare_namespaces
 
     def create(self, id: str, bundle: str | os.PathLike, *, console_socket=None, pid_file=None,
                no_pivot: bool = False, preserve_fds: int = 0) -> int:
         """Set the container up; its process waits for start(). Returns its pid."""
         return _core.create(self.root, id, os.fspath(bundle), _path(console_socket), _path(pid_file),
-                            no_pivot, preserve_fds, self.systemd_cgroup, offload=True)
+                            no_pivot, preserve_fds, self.systemd_cgroup, spare_namespaces=self.spare_namespaces)
 
     def start(self, id: str) -> None:
         """Run the user process of a created container."""
@@ -55,7 +58,7 @@ class Runtime:
             no_pivot: bool = False, preserve_fds: int = 0, detach: bool = False) -> int | None:
         """Create and start; unless detached, wait, delete and return the exit code."""
         return _core.run(self.root, id, os.fspath(bundle), _path(console_socket), _path(pid_file),
-                         no_pivot, preserve_fds, self.systemd_cgroup, detach, offload=True)
+                         no_pivot, preserve_fds, self.systemd_cgroup, detach, spare_namespaces=self.spare_namespaces)
 
     def state(self, id: str) -> dict:
         """The runtime-spec state: ociVersion, id, status, pid, bundle, rootfs, created, owner, annotations."""

@@ -30,8 +30,8 @@ pub struct CreateOptions {
     /// (lowers bottom first); its symlinks, if needed, go next to `upper`.
     pub rootfs_overlay: Option<crate::overlay::Overlay>,
     /// The caller starts many containers: join namespaces made ahead, and
-    /// (run) have the next ones made while this one runs (offload.rs).
-    pub offload: bool,
+    /// (run) have more made once this one is reaped (spares.rs).
+    pub spare_namespaces: bool,
 }
 
 pub struct Created {
@@ -166,7 +166,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
             hook_state: hook_files.as_ref().map(|f| (f.creating.as_raw_fd(), f.created.as_raw_fd())),
             events: Some(&events),
             start_at_once: opts.start_in_process && opts.start_at_once,
-            offload: opts.offload,
+            spare_namespaces: opts.spare_namespaces,
         },
     )?;
     let pid = spawned.pid;
@@ -190,7 +190,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         pid,
         init: opts.start_in_process.then_some(spawned),
         hooks: spec.hooks().is_some(),
-        spare_kinds: if opts.offload { plan.spare_kinds() } else { 0 },
+        spare_kinds: if opts.spare_namespaces { plan.spare_kinds() } else { 0 },
         state: st,
     })
 }
@@ -272,9 +272,8 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
     if detach {
         return Ok(None);
     }
-    // While this one runs: the caller would only wait.
-    crate::offload::request(created.spare_kinds);
     let code = wait(created.pid);
+    crate::spares::request(created.spare_kinds);
     if code.is_ok() {
         // Reaped: stopped, as the state in hand says; no need to read it again.
         let _ = remove(root, &created.state);

@@ -8,6 +8,7 @@ use crate::mounts::{cstring, parse_options, propagation, MountOp, Options};
 use crate::rootpath::RootResolver;
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, PosixRlimitType, Spec};
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -165,7 +166,14 @@ impl Plan {
                 dev_is_tmpfs = true;
             }
             let dest_text = dest.to_string_lossy();
-            let mut op = MountOp::new(&source, inside(dest), &dest_text, fstype, &options);
+            let target = inside(dest);
+            if fstype == "tmpfs" && !bind {
+                let resolved = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                resolver.borrow_mut().empty_at(dest, resolved);
+            } else {
+                resolver.borrow_mut().covered(dest);
+            }
+            let mut op = MountOp::new(&source, target, &dest_text, fstype, &options);
             if fstype == "sysfs" && userns && !has(new_namespaces, &join, libc::CLONE_NEWNET) {
                 op.fallback_bind = Some(cstring("/sys"));
             }
@@ -262,13 +270,13 @@ impl Plan {
         has(self.new_namespaces, &self.join, libc::CLONE_NEWUSER)
     }
 
-    /// The new namespaces a spare could be (offload.rs): network and IPC,
+    /// The new namespaces a spare could be (spares.rs): network and IPC,
     /// unless a user namespace must own them.
     pub fn spare_kinds(&self) -> i32 {
         if self.userns() {
             return 0;
         }
-        crate::offload::KINDS.iter().map(|(k, _)| *k).filter(|k| self.new_namespaces & *k as u64 != 0).fold(0, |a, k| a | k)
+        crate::spares::KINDS.iter().map(|(k, _)| *k).filter(|k| self.new_namespaces & *k as u64 != 0).fold(0, |a, k| a | k)
     }
 
     pub fn new_cgroupns(&self) -> bool {

@@ -24,6 +24,9 @@ pub struct RootResolver {
     root: PathBuf,
     dir: Option<OwnedFd>,
     seen: HashMap<PathBuf, Entry>,
+    /// Where a fresh tmpfs goes (container path, resolved path): nothing of
+    /// the rootfs is under it, so paths there resolve by their names alone.
+    empty: Vec<(PathBuf, PathBuf)>,
 }
 
 impl RootResolver {
@@ -32,13 +35,32 @@ impl RootResolver {
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
             (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
         });
-        RootResolver { root: root.to_path_buf(), dir, seen: HashMap::new() }
+        RootResolver { root: root.to_path_buf(), dir, seen: HashMap::new(), empty: Vec::new() }
+    }
+
+    /// A fresh tmpfs is mounted on `dest`, which resolved to `resolved`
+    /// (the default /dev: its devices and mount points need no lookups).
+    pub fn empty_at(&mut self, dest: &Path, resolved: &Path) {
+        self.covered(dest);
+        self.empty.push((dest.to_path_buf(), resolved.to_path_buf()));
+    }
+
+    /// Something else is mounted on `dest`: what was empty there is hidden.
+    pub fn covered(&mut self, dest: &Path) {
+        self.empty.retain(|(d, _)| !d.starts_with(dest));
     }
 
     /// `root` joined with `unsafe_path`, with every symlink on the way
     /// resolved relative to `root` (an absolute link target or `..` cannot
     /// climb above it). Components that do not exist yet are kept as they are.
     pub fn resolve(&mut self, unsafe_path: &Path) -> PathBuf {
+        let plain = unsafe_path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if plain {
+            // The last empty mount that holds it, if any.
+            if let Some((dest, resolved)) = self.empty.iter().rev().find(|(d, _)| unsafe_path.starts_with(d) && unsafe_path != d) {
+                return resolved.join(unsafe_path.strip_prefix(dest).unwrap_or(unsafe_path));
+            }
+        }
         let mut resolved = PathBuf::new();
         let mut pending: Vec<std::ffi::OsString> = components(unsafe_path);
         pending.reverse();
@@ -139,6 +161,14 @@ mod tests {
         }
         symlink("loop", dir.join("loop")).unwrap();
         assert!(RootResolver::new(&dir).resolve(Path::new("/loop")).starts_with(&dir));
+        // Under an empty mount, names are taken as they are: the rootfs's
+        // own /dev (here a link out of the root) does not count.
+        symlink("/etc", dir.join("dev")).unwrap();
+        let mut r = RootResolver::new(&dir);
+        assert_eq!(r.resolve(Path::new("/dev/null")), dir.join("etc/null"));
+        r.empty_at(Path::new("/dev"), &dir.join("etc"));
+        assert_eq!(r.resolve(Path::new("/dev/pts")), dir.join("etc/pts"));
+        assert_eq!(r.resolve(Path::new("/dev/../dev/x")), dir.join("etc/x"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -45,9 +45,9 @@ pub struct Options<'a> {
     /// clone_vm when nothing needs the parent in between (no user namespace
     /// maps to write, no hooks).
     pub start_at_once: bool,
-    /// Join spare namespaces made ahead (offload.rs), where ready, instead
+    /// Join spare namespaces made ahead (spares.rs), where ready, instead
     /// of making them.
-    pub offload: bool,
+    pub spare_namespaces: bool,
 }
 
 /// What the parent learns while the init sets up.
@@ -102,10 +102,10 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     }
     let mut flags = plan.new_namespaces;
-    if opts.offload {
-        for (kind, _) in crate::offload::KINDS {
+    if opts.spare_namespaces {
+        for (kind, _) in crate::spares::KINDS {
             if plan.spare_kinds() & kind != 0 {
-                if let Some(fd) = crate::offload::take(kind) {
+                if let Some(fd) = crate::spares::take(kind) {
                     join.push((kind, fd));
                     flags &= !(kind as u64);
                 }

@@ -1,18 +1,24 @@
-//! Namespaces made ahead, for a process that starts many containers (the
-//! Python API): while one container runs, a background thread makes the
-//! network and IPC namespaces of the next, which its clone then joins
-//! instead of making them. A network namespace is the costliest single
-//! step of a start (about 0.6 ms here, nearly all in the kernel: loopback,
-//! the per-namespace sysctl tables); an IPC namespace costs its own sysctl
-//! tables and mqueue mount (about 0.1 ms).
+//! Spare namespaces, for a process that starts many containers (the Python
+//! API): a background thread makes network and IPC namespaces ahead, and
+//! clones join them instead of making them. A network namespace is the
+//! costliest single step of a start (about 0.6 ms here, nearly all in the
+//! kernel: loopback, the per-namespace sysctl tables); an IPC namespace has
+//! sysctl tables and an mqueue mount of its own (about 0.1 ms).
 //!
-//! Each spare serves one container, at most one of each kind is held, and
-//! they go with the process. They belong to the host's user namespace:
-//! containers with a user namespace of their own make theirs. A dedicated
-//! thread makes them because unsharing an IPC namespace detaches the
-//! calling thread from the process's SysV semaphore undo list, and because
-//! the thread runs while the caller waits for its container. Without the
-//! thread (or in a child forked after it started), clones make their own.
+//! `run` asks for more once its container is reaped, so the thread works
+//! while the caller deletes that container and creates the next. Working
+//! while a container starts or exits, it would stretch the RCU grace
+//! periods that the container's mount namespace setup and teardown wait
+//! for (its sysctl tables are built under spinlocks, on the other CPU).
+//! What it makes then is for the container after next: two of each kind
+//! are kept.
+//!
+//! Each spare serves one container, and they go with the process. They
+//! belong to the host's user namespace: containers with a user namespace of
+//! their own make theirs. A thread of its own makes them because unsharing
+//! an IPC namespace detaches the calling thread from the process's SysV
+//! semaphore undo list. Without the thread (or in a child forked after it
+//! started), clones make their own.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -30,11 +36,13 @@ struct Worker {
 
 static WORKER: OnceLock<Option<Worker>> = OnceLock::new();
 static SPARES: Mutex<Vec<(i32, OwnedFd)>> = Mutex::new(Vec::new());
+/// Spares kept of each kind.
+const KEEP: usize = 2;
 
 fn worker() -> Option<&'static Worker> {
     let w = WORKER.get_or_init(|| {
         let (jobs, queue) = sync_channel(2);
-        let spawned = std::thread::Builder::new().name("capsa-offload".into()).stack_size(64 << 10).spawn(move || work(queue));
+        let spawned = std::thread::Builder::new().name("capsa-spares".into()).stack_size(64 << 10).spawn(move || work(queue));
         spawned.ok().map(|_| Worker { jobs, pid: std::process::id() })
     });
     w.as_ref().filter(|w| w.pid == std::process::id())
@@ -59,7 +67,8 @@ pub fn request(kinds: i32) {
 fn work(queue: Receiver<i32>) {
     let Some(proc_dir) = open_at(libc::AT_FDCWD, c"/proc", libc::O_PATH | libc::O_DIRECTORY) else { return };
     for kinds in queue {
-        let held = SPARES.lock().map(|s| s.iter().fold(0, |k, (kind, _)| k | kind)).unwrap_or(!0);
+        let full = |kind: i32, s: &Vec<(i32, OwnedFd)>| s.iter().filter(|(k, _)| *k == kind).count() >= KEEP;
+        let held = SPARES.lock().map(|s| KINDS.iter().filter(|(k, _)| full(*k, &s)).fold(0, |a, (k, _)| a | k)).unwrap_or(!0);
         if !make(proc_dir.as_raw_fd(), kinds & !held) {
             return; // this thread cannot make them: the clones will
         }
