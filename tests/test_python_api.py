@@ -442,7 +442,7 @@ def test_each_container_gets_a_fresh_network_namespace(api):
         seen.append(lines[0])
         assert int(lines[1], 16) & 1 == 0, f"run {i}: lo is up already: a used namespace"
         assert lines[2:] == ["lo"], out
-    assert len(set(seen)) == len(seen), seen
+    # (Inode numbers alone prove nothing: a freed namespace's number is reused.)
     assert os.readlink("/proc/self/ns/net") not in seen
     assert spares_thread_exists(), "the spares thread was not started"
 
@@ -457,7 +457,6 @@ def test_each_container_gets_a_fresh_ipc_namespace(api):
         lines = out.split()
         seen.append(lines[0])
         assert lines[1:] == [], f"run {i} sees another container's queues: {lines[1:]}"
-    assert len(set(seen)) == len(seen), seen
     assert os.readlink("/proc/self/ns/ipc") not in seen
 
 
