@@ -65,6 +65,9 @@ pub fn request(kinds: i32) {
 }
 
 fn work(queue: Receiver<i32>) {
+    // Only on a CPU nothing else wants: never ahead of the caller's starts.
+    let idle = libc::sched_param { sched_priority: 0 };
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
     let Some(proc_dir) = open_at(libc::AT_FDCWD, c"/proc", libc::O_PATH | libc::O_DIRECTORY) else { return };
     for kinds in queue {
         let full = |kind: i32, s: &Vec<(i32, OwnedFd)>| s.iter().filter(|(k, _)| *k == kind).count() >= KEEP;
