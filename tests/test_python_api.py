@@ -460,6 +460,46 @@ def test_each_container_gets_a_fresh_ipc_namespace(api):
     assert os.readlink("/proc/self/ns/ipc") not in seen
 
 
+def test_forked_child_does_not_use_its_parents_spares(api, tmp_path):
+    """After os.fork(), parent and child hold copies of the same spare
+    namespaces: only the process whose thread made them may use them, or a
+    container in each would share one network. (In a subprocess, so that
+    this test process does not fork with its threads.)"""
+    cid, bundle = _bundle(api, ["sh", "-c", "readlink /proc/self/ns/net > /shared/${ID:-warm}"],
+                          extra_mounts=[api.bind_mount(api.shared_dir("fork"), "/shared")],
+                          env=h.DEFAULT_ENV)
+    shared = api.tmp / "fork"
+    script = f"""
+import os, sys, time
+sys.path.insert(0, {str(Path(__file__).parent.parent / "python")!r})
+from capsa.runtime import Runtime
+rt = Runtime({str(api.root)!r})
+bundle = {bundle!r}
+for i in range(3):                      # spares made, kept
+    assert rt.run(f"{cid}-warm{{i}}", bundle) == 0
+time.sleep(0.2)
+pid = os.fork()
+tag = "child" if pid == 0 else "parent"
+import json
+cfg = json.load(open(bundle + "/config.json"))
+cfg["process"]["env"].append("ID=" + tag)
+mine = bundle + "-" + tag
+os.makedirs(mine, exist_ok=True)      # config.json names the rootfs by absolute path
+json.dump(cfg, open(mine + "/config.json", "w"))
+code = rt.run(f"{cid}-{{tag}}", mine)
+if pid == 0:
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+sys.exit(code or os.waitstatus_to_exitcode(status))
+"""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    parent, child = (shared / "parent").read_text(), (shared / "child").read_text()
+    assert parent != child, f"both containers joined {parent.strip()}"
+
+
 def test_user_namespace_container_makes_its_own_network_namespace(api):
     """A spare belongs to the host's user namespace; a container with a user
     namespace of its own must own its network namespace."""

@@ -50,6 +50,9 @@ fn worker() -> Option<&'static Worker> {
 
 /// A spare namespace of `kind` (CLONE_NEWNET or CLONE_NEWIPC), if one is ready.
 pub fn take(kind: i32) -> Option<OwnedFd> {
+    // A forked child shares its parent's spares (the same namespaces): it
+    // must not use them, nor the lock, which a thread may have held at the fork.
+    worker()?;
     let mut spares = SPARES.lock().ok()?;
     let i = spares.iter().position(|(k, _)| *k == kind)?;
     Some(spares.swap_remove(i).1)
