@@ -188,22 +188,27 @@ SUBTREE_CONTROL = Path("/sys/fs/cgroup/cgroup.subtree_control")
 
 def host_snapshot() -> tuple[set[str], set[Path]]:
     """What restore_host puts back: the root's subtree_control and which
-    capsa parent cgroups (/capsa, made by the first container) existed."""
+    parent cgroups of the runtimes existed."""
     subtree = set(SUBTREE_CONTROL.read_text().split()) if SUBTREE_CONTROL.exists() else set()
-    return subtree, set(capsa_parents())
+    return subtree, set(runtime_parents())
 
 
-def capsa_parents() -> list[Path]:
+# Made by a runtime's first container and kept for the next, as runtimes do:
+# capsa's /capsa, podman's libpod_parent (cgroupfs manager).
+PARENT_NAMES = ("capsa", "libpod_parent")
+
+
+def runtime_parents() -> list[Path]:
     root = Path("/sys/fs/cgroup")
-    return [p for p in [root / "capsa", *root.glob("*/capsa")] if p.is_dir()]
+    return [p for name in PARENT_NAMES for p in [root / name, *root.glob(f"*/{name}")] if p.is_dir()]
 
 
 def restore_host(before: tuple[set[str], set[Path]]) -> None:
-    """Remove the cgroups a runtime left behind (saying so), the empty capsa
-    parents the run made, and undo what runc enables in the root's
+    """Remove the cgroups a runtime left behind (saying so), the empty
+    runtime parents the run made, and undo what runc enables in the root's
     subtree_control (here: hugetlb): the host as found."""
     subtree_before, parents_before = before
-    for d in capsa_parents():
+    for d in runtime_parents():
         if d not in parents_before:
             try:
                 d.rmdir()
@@ -237,7 +242,7 @@ RUN_CAPSA = Path("/run/capsa")
 
 @contextlib.contextmanager
 def host_as_found():
-    """Around a whole bench: afterwards, the capsa parent cgroups and the
+    """Around a whole bench: afterwards, the runtimes' parent cgroups and the
     /run/capsa (capsa-runtime's default root, which podman and containerd
     use) that the run made are gone again."""
     before = host_snapshot()
