@@ -210,10 +210,13 @@ def restore_host(before: tuple[set[str], set[Path]]) -> None:
     subtree_before, parents_before = before
     for d in runtime_parents():
         if d not in parents_before:
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+            # Deepest first (podman's conmon cgroup is in its parent); a
+            # cgroup still in use refuses the rmdir and stays.
+            for sub, _, _ in os.walk(d, topdown=False):
+                try:
+                    os.rmdir(sub)
+                except OSError:
+                    pass
     for d in leftover_cgroups():
         print(f"warning:  cgroup left behind: {d}", file=sys.stderr)
         try:
