@@ -156,3 +156,20 @@ def test_v1_later_rule_overrides_an_allow_all(ctx):
 @pytest.mark.cgroup2
 def test_v2_later_rule_overrides_an_allow_all(ctx2):
     _allow_all_but_loop_read(ctx2)
+
+
+def test_device_already_in_the_rootfs_is_replaced_not_opened(ctx):
+    """Without a /dev tmpfs, a config device made by an earlier run is still
+    in the (writable) rootfs: it is replaced by a new node, never opened (a
+    fifo with no reader would block the init for good)."""
+    rootfs = ctx.own_rootfs()
+
+    def edit(c):
+        c["root"] = {"path": str(rootfs), "readonly": False}
+        c["mounts"] = [m for m in c["mounts"] if not m["destination"].startswith("/dev")]
+        c["linux"]["devices"] = [{"path": "/dev/capsa-fifo", "type": "p", "fileMode": 0o600, "uid": 0, "gid": 0}]
+    for _ in range(2):
+        _, res = run_config(ctx, sh("test -p /dev/capsa-fifo && echo fifo-ok"), edit)
+        assert res.ok, res.describe()
+        assert "fifo-ok" in res.stdout, res.describe()
+

@@ -486,6 +486,14 @@ cfg["process"]["env"].append("ID=" + tag)
 mine = bundle + "-" + tag
 os.makedirs(mine, exist_ok=True)      # config.json names the rootfs by absolute path
 json.dump(cfg, open(mine + "/config.json", "w"))
+if pid == 0:                            # no copy of the parent's spares here
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{{fd}}"))
+        except OSError:                 # listdir's own fd, gone by now
+            pass
+    open({str(shared)!r} + "/child-fds", "w").write(" ".join(h for h in held if h.startswith(("net:", "ipc:"))))
 code = rt.run(f"{cid}-{{tag}}", mine)
 if pid == 0:
     os._exit(code)
@@ -498,6 +506,7 @@ sys.exit(code or os.waitstatus_to_exitcode(status))
     assert res.returncode == 0, res.stderr
     parent, child = (shared / "parent").read_text(), (shared / "child").read_text()
     assert parent != child, f"both containers joined {parent.strip()}"
+    assert (shared / "child-fds").read_text() == "", "the forked child kept its parent's spares open"
 
 
 def test_user_namespace_container_makes_its_own_network_namespace(api):

@@ -186,11 +186,16 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     std::mem::forget(kill_guard);
     std::mem::forget(cgroup_guard);
     std::mem::forget(dir_guard);
+    let spare_kinds = if opts.spare_namespaces { plan.spare_kinds() } else { 0 };
+    if !opts.start_at_once {
+        // create + start: while this one runs (run asks once it is reaped).
+        crate::spares::request(spare_kinds);
+    }
     Ok(Created {
         pid,
         init: opts.start_in_process.then_some(spawned),
         hooks: spec.hooks().is_some(),
-        spare_kinds: if opts.spare_namespaces { plan.spare_kinds() } else { 0 },
+        spare_kinds,
         state: st,
     })
 }
@@ -275,8 +280,9 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
     let code = wait(created.pid);
     crate::spares::request(created.spare_kinds);
     if code.is_ok() {
-        // Reaped: stopped, as the state in hand says; no need to read it again.
-        let _ = remove(root, &created.state);
+        // Reaped: stopped, as the state in hand says; no need to read it again
+        // (nor to wait for its pid, which may be another thread's child by now).
+        let _ = remove(root, &created.state, true);
     } else {
         let _ = delete(root, id, true);
     }
@@ -392,14 +398,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Status::Stopped => {}
         _ => stop_all(&st),
     }
-    remove(root, &st)
+    remove(root, &st, false)
 }
 
 /// The end of delete, once the container's processes are gone: its cgroup,
 /// the poststop hooks, its state dir.
-fn remove(root: &Path, st: &State) -> Result<()> {
+fn remove(root: &Path, st: &State, reaped: bool) -> Result<()> {
     // Our own child leaves a zombie until reaped.
-    if st.pid > 0 {
+    if st.pid > 0 && !reaped {
         unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
     let failed = st.cgroup.remove();

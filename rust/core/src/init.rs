@@ -277,9 +277,12 @@ fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
                 .map_err(|e| Failure::new("bind-mount device", &d.destination, e))?;
         } else {
             let mut made = unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) };
-            if made != 0 && matches!(errno(), libc::ENOENT | libc::EEXIST) {
-                // Something is there already (replace it), or a nested device
-                // (/dev/net/tun, /dev/dri/card0) needs its directories first
+            if made != 0 && errno() == libc::EEXIST {
+                // Something is there already (a node from an earlier run): replace it.
+                unsafe { libc::unlink(d.target.as_ptr()) };
+                made = unsafe { libc::mknod(d.target.as_ptr(), d.mode, d.dev) };
+            } else if made != 0 && errno() == libc::ENOENT {
+                // A nested device (/dev/net/tun, /dev/dri/card0): its directories first
                 // (create_target makes them and an empty file, which gives way to the node).
                 create_target(&d.target, true).map_err(|e| Failure::new("create device", &d.destination, e))?;
                 unsafe { libc::unlink(d.target.as_ptr()) };
@@ -334,14 +337,22 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
                 e => return Err(Failure::new("mask path", path, e)),
             }
         }
-        let r = match (st.st_mode & libc::S_IFMT == libc::S_IFDIR, mask_dir) {
-            (true, None) => mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null()),
-            (true, Some(first)) => mount(first.as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null()),
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let fresh = || mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null());
+        let r = match (is_dir, mask_dir) {
+            (true, None) => fresh(),
+            // The first may be gone under a later mask of its ancestor: then a tmpfs of its own.
+            (true, Some(first)) => match mount(first.as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null()) {
+                Err(libc::ENOENT) => fresh().map(|()| mask_dir = None),
+                r => r,
+            },
             (false, _) => mount(c"/dev/null".as_ptr(), path, std::ptr::null(), libc::MS_BIND, std::ptr::null()),
         };
         match r {
-            Ok(()) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => mask_dir = mask_dir.or(Some(path)),
-            Ok(()) | Err(libc::ENOENT) => {}
+            Ok(()) if is_dir => mask_dir = mask_dir.or(Some(path)),
+            Ok(()) => {}
+            // No /dev/null in the container (no /dev mount): as runc, left as is.
+            Err(libc::ENOENT) if !is_dir => {}
             Err(e) => return Err(Failure::new("mask path", path, e)),
         }
     }

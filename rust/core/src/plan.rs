@@ -138,7 +138,10 @@ impl Plan {
         }
 
         let resolver = std::cell::RefCell::new(RootResolver::new(&rootfs_path));
-        let inside = |dest: &Path| cstring(&resolver.borrow_mut().resolve(dest).to_string_lossy());
+        let inside = |dest: &Path| -> Result<CString> {
+            let resolved = resolver.borrow_mut().resolve(dest).map_err(|e| Error::sys("resolve in rootfs", dest, nix::errno::Errno::from_raw(e)))?;
+            Ok(cstring(&resolved.to_string_lossy()))
+        };
         let mut mounts = Vec::new();
         let mut cgroup_mounts = Vec::new();
         let mut dev_is_tmpfs = false;
@@ -166,7 +169,7 @@ impl Plan {
                 dev_is_tmpfs = true;
             }
             let dest_text = dest.to_string_lossy();
-            let target = inside(dest);
+            let target = inside(dest)?;
             if fstype == "tmpfs" && !bind {
                 let resolved = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
                 resolver.borrow_mut().empty_at(dest, resolved);
@@ -189,7 +192,7 @@ impl Plan {
             for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
                 let dest = format!("/dev/{name}");
                 devices.push(DeviceOp {
-                    target: inside(Path::new(&dest)),
+                    target: inside(Path::new(&dest))?,
                     host: cstring(&dest),
                     destination: cstring(&dest),
                     mode: libc::S_IFCHR | 0o666,
@@ -199,7 +202,7 @@ impl Plan {
                 });
             }
             for (link, to) in [("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"), ("/dev/stdout", "/proc/self/fd/1"), ("/dev/stderr", "/proc/self/fd/2"), ("/dev/ptmx", "pts/ptmx")] {
-                dev_links.push((inside(Path::new(link)), cstring(to)));
+                dev_links.push((inside(Path::new(link))?, cstring(to)));
             }
         }
         for d in linux.devices().iter().flatten() {
@@ -212,7 +215,7 @@ impl Plan {
             let dest = d.path().to_string_lossy().into_owned();
             devices.retain(|x| x.destination.to_bytes() != dest.as_bytes());
             devices.push(DeviceOp {
-                target: inside(d.path()),
+                target: inside(d.path())?,
                 host: cstring(&dest),
                 destination: cstring(&dest),
                 mode: kind | (d.file_mode().unwrap_or(0o666) & 0o7777),

@@ -52,13 +52,15 @@ impl RootResolver {
 
     /// `root` joined with `unsafe_path`, with every symlink on the way
     /// resolved relative to `root` (an absolute link target or `..` cannot
-    /// climb above it). Components that do not exist yet are kept as they are.
-    pub fn resolve(&mut self, unsafe_path: &Path) -> PathBuf {
+    /// climb above it). Components that do not exist yet are kept as they
+    /// are. More than 40 links: ELOOP (a link left in the result could be
+    /// followed later, outside the root).
+    pub fn resolve(&mut self, unsafe_path: &Path) -> Result<PathBuf, i32> {
         let plain = unsafe_path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
         if plain {
             // The last empty mount that holds it, if any.
             if let Some((dest, resolved)) = self.empty.iter().rev().find(|(d, _)| unsafe_path.starts_with(d) && unsafe_path != d) {
-                return resolved.join(unsafe_path.strip_prefix(dest).unwrap_or(unsafe_path));
+                return Ok(resolved.join(unsafe_path.strip_prefix(dest).unwrap_or(unsafe_path)));
             }
         }
         let mut resolved = PathBuf::new();
@@ -75,7 +77,8 @@ impl RootResolver {
             }
             let candidate = resolved.join(&part);
             match self.lookup(&candidate) {
-                Entry::Link(target) if links < MAX_SYMLINKS => {
+                Entry::Link(_) if links == MAX_SYMLINKS => return Err(libc::ELOOP),
+                Entry::Link(target) => {
                     links += 1;
                     if target.is_absolute() {
                         resolved = PathBuf::new();
@@ -87,7 +90,7 @@ impl RootResolver {
                 _ => resolved = candidate,
             }
         }
-        self.root.join(resolved)
+        Ok(self.root.join(resolved))
     }
 
     fn lookup(&mut self, rel: &Path) -> Entry {
@@ -152,23 +155,30 @@ mod tests {
         // One resolver for all: its remembered lookups give the same answers.
         let mut r = RootResolver::new(&dir);
         for _ in 0..2 {
-            assert_eq!(r.resolve(Path::new("/abs/sub")), dir.join("real/sub"));
-            assert_eq!(r.resolve(Path::new("/real/up/passwd")), dir.join("etc/passwd"));
-            assert_eq!(r.resolve(Path::new("/real/rel/x")), dir.join("real/sub/x"));
-            assert_eq!(r.resolve(Path::new("/../../x")), dir.join("x"));
-            assert_eq!(r.resolve(Path::new("/new/dir")), dir.join("new/dir"));
-            assert_eq!(r.resolve(Path::new("/new/dir/../x")), dir.join("new/x"));
+            assert_eq!(r.resolve(Path::new("/abs/sub")), Ok(dir.join("real/sub")));
+            assert_eq!(r.resolve(Path::new("/real/up/passwd")), Ok(dir.join("etc/passwd")));
+            assert_eq!(r.resolve(Path::new("/real/rel/x")), Ok(dir.join("real/sub/x")));
+            assert_eq!(r.resolve(Path::new("/../../x")), Ok(dir.join("x")));
+            assert_eq!(r.resolve(Path::new("/new/dir")), Ok(dir.join("new/dir")));
+            assert_eq!(r.resolve(Path::new("/new/dir/../x")), Ok(dir.join("new/x")));
         }
         symlink("loop", dir.join("loop")).unwrap();
-        assert!(RootResolver::new(&dir).resolve(Path::new("/loop")).starts_with(&dir));
+        assert_eq!(RootResolver::new(&dir).resolve(Path::new("/loop")), Err(libc::ELOOP));
+        // A chain longer than the limit must not end in a link left as a name.
+        for i in 0..45 {
+            symlink(format!("/c{}", i + 1), dir.join(format!("c{i}"))).unwrap();
+        }
+        symlink("/etc", dir.join("c45")).unwrap();
+        assert_eq!(RootResolver::new(&dir).resolve(Path::new("/c0/x")), Err(libc::ELOOP));
+        assert_eq!(RootResolver::new(&dir).resolve(Path::new("/c10/x")), Ok(dir.join("etc/x")));
         // Under an empty mount, names are taken as they are: the rootfs's
         // own /dev (here a link out of the root) does not count.
         symlink("/etc", dir.join("dev")).unwrap();
         let mut r = RootResolver::new(&dir);
-        assert_eq!(r.resolve(Path::new("/dev/null")), dir.join("etc/null"));
+        assert_eq!(r.resolve(Path::new("/dev/null")), Ok(dir.join("etc/null")));
         r.empty_at(Path::new("/dev"), &dir.join("etc"));
-        assert_eq!(r.resolve(Path::new("/dev/pts")), dir.join("etc/pts"));
-        assert_eq!(r.resolve(Path::new("/dev/../dev/x")), dir.join("etc/x"));
+        assert_eq!(r.resolve(Path::new("/dev/pts")), Ok(dir.join("etc/pts")));
+        assert_eq!(r.resolve(Path::new("/dev/../dev/x")), Ok(dir.join("etc/x")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,10 +18,15 @@
 //! their own make theirs. A thread of its own makes them because unsharing
 //! an IPC namespace detaches the calling thread from the process's SysV
 //! semaphore undo list. Without the thread (or in a child forked after it
-//! started), clones make their own.
+//! started), clones make their own; a forked child also closes its copies
+//! of the spares (pthread_atfork), which its parent hands out.
+//!
+//! `run` asks once its container is reaped; `create` (then `start`) asks at
+//! once, the container running meanwhile.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The kinds a spare can be made of (CLONE_NEW* flags).
@@ -38,9 +43,22 @@ static WORKER: OnceLock<Option<Worker>> = OnceLock::new();
 static SPARES: Mutex<Vec<(i32, OwnedFd)>> = Mutex::new(Vec::new());
 /// Spares kept of each kind.
 const KEEP: usize = 2;
+/// The spares' fd numbers, for a forked child to close without the lock:
+/// its copies would keep namespaces that its parent hands out alive.
+static HELD: [AtomicI32; 8] = [const { AtomicI32::new(-1) }; 8];
+
+extern "C" fn close_in_forked_child() {
+    for slot in &HELD {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+        }
+    }
+}
 
 fn worker() -> Option<&'static Worker> {
     let w = WORKER.get_or_init(|| {
+        unsafe { libc::pthread_atfork(None, None, Some(close_in_forked_child)) };
         let (jobs, queue) = sync_channel(2);
         let spawned = std::thread::Builder::new().name("capsa-spares".into()).stack_size(64 << 10).spawn(move || work(queue));
         spawned.ok().map(|_| Worker { jobs, pid: std::process::id() })
@@ -55,7 +73,11 @@ pub fn take(kind: i32) -> Option<OwnedFd> {
     worker()?;
     let mut spares = SPARES.lock().ok()?;
     let i = spares.iter().position(|(k, _)| *k == kind)?;
-    Some(spares.swap_remove(i).1)
+    let fd = spares.swap_remove(i).1;
+    for slot in &HELD {
+        let _ = slot.compare_exchange(fd.as_raw_fd(), -1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    Some(fd)
 }
 
 /// Have spares of `kinds` (CLONE_NEW* flags) made in the background.
@@ -99,6 +121,8 @@ fn make(proc_dir: RawFd, kinds: i32) -> bool {
     if let (true, Ok(mut spares)) = (home, SPARES.lock()) {
         for ((kind, _), fd) in wanted.iter().zip(made) {
             if let Some(fd) = fd {
+                // Recorded in the first free slot, for close_in_forked_child.
+                HELD.iter().any(|slot| slot.compare_exchange(-1, fd.as_raw_fd(), Ordering::Relaxed, Ordering::Relaxed).is_ok());
                 spares.push((*kind, fd));
             }
         }

@@ -350,8 +350,10 @@ mod clone_vm {
     const KEEP: usize = 4;
 
     impl Stack {
+        // try_lock: in a child forked while another thread held it, the
+        // lock stays held; a fresh mapping then does.
         fn take() -> Result<Stack> {
-            if let Some(addr) = FREE.lock().ok().and_then(|mut f| f.pop()) {
+            if let Some(addr) = FREE.try_lock().ok().and_then(|mut f| f.pop()) {
                 return Ok(Stack(addr as *mut libc::c_void));
             }
             unsafe {
@@ -367,7 +369,7 @@ mod clone_vm {
         }
 
         fn give_back(self) {
-            if let Ok(mut free) = FREE.lock() {
+            if let Ok(mut free) = FREE.try_lock() {
                 if free.len() < KEEP {
                     free.push(self.0 as usize);
                     return;
