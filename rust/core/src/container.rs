@@ -280,9 +280,8 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
     let code = wait(created.pid);
     crate::spares::request(created.spare_kinds);
     if code.is_ok() {
-        // Reaped: stopped, as the state in hand says; no need to read it again
-        // (nor to wait for its pid, which may be another thread's child by now).
-        let _ = remove(root, &created.state, true);
+        // Reaped: stopped, as the state in hand says; no need to read it again.
+        let _ = remove(root, &created.state);
     } else {
         let _ = delete(root, id, true);
     }
@@ -398,16 +397,16 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Status::Stopped => {}
         _ => stop_all(&st),
     }
-    remove(root, &st, false)
-}
-
-/// The end of delete, once the container's processes are gone: its cgroup,
-/// the poststop hooks, its state dir.
-fn remove(root: &Path, st: &State, reaped: bool) -> Result<()> {
     // Our own child leaves a zombie until reaped.
-    if st.pid > 0 && !reaped {
+    if st.pid > 0 {
         unsafe { libc::waitpid(st.pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
+    remove(root, &st)
+}
+
+/// The end of delete, once the container's processes are gone and reaped:
+/// its cgroup, the poststop hooks, its state dir.
+fn remove(root: &Path, st: &State) -> Result<()> {
     let failed = st.cgroup.remove();
     if st.creating && st.cgroup.created.is_empty() {
         remove_unrecorded_cgroup(&st.cgroup.path);

@@ -137,9 +137,9 @@ impl Plan {
             return Err(Error::msg("config.json sets a hostname but gives the container no UTS namespace"));
         }
 
-        let resolver = std::cell::RefCell::new(RootResolver::new(&rootfs_path));
+        let resolver = std::cell::RefCell::new(RootResolver::new(&rootfs_path).map_err(|e| Error::sys("open rootfs", &rootfs_path, e))?);
         let inside = |dest: &Path| -> Result<CString> {
-            let resolved = resolver.borrow_mut().resolve(dest).map_err(|e| Error::sys("resolve in rootfs", dest, nix::errno::Errno::from_raw(e)))?;
+            let resolved = resolver.borrow_mut().resolve(dest).map_err(|e| Error::sys("resolve in rootfs", dest, e))?;
             Ok(cstring(&resolved.to_string_lossy()))
         };
         let mut mounts = Vec::new();

@@ -1,10 +1,10 @@
 //! Paths inside a container's root: a path from config.json is resolved the
 //! way the container would see it, symlinks included, and never leaves the root.
 
+use nix::fcntl::{readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
 const MAX_SYMLINKS: usize = 40;
@@ -22,7 +22,7 @@ enum Entry {
 /// their first components. Lookups are relative to an fd on the root.
 pub struct RootResolver {
     root: PathBuf,
-    dir: Option<OwnedFd>,
+    dir: OwnedFd,
     seen: HashMap<PathBuf, Entry>,
     /// Where a fresh tmpfs goes (container path, resolved path): nothing of
     /// the rootfs is under it, so paths there resolve by their names alone.
@@ -30,12 +30,9 @@ pub struct RootResolver {
 }
 
 impl RootResolver {
-    pub fn new(root: &Path) -> RootResolver {
-        let dir = CString::new(root.as_os_str().as_bytes()).ok().and_then(|c| {
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-        });
-        RootResolver { root: root.to_path_buf(), dir, seen: HashMap::new(), empty: Vec::new() }
+    pub fn new(root: &Path) -> nix::Result<RootResolver> {
+        let dir = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(RootResolver { root: root.to_path_buf(), dir, seen: HashMap::new(), empty: Vec::new() })
     }
 
     /// A fresh tmpfs is mounted on `dest`, which resolved to `resolved`
@@ -55,7 +52,7 @@ impl RootResolver {
     /// climb above it). Components that do not exist yet are kept as they
     /// are. More than 40 links: ELOOP (a link left in the result could be
     /// followed later, outside the root).
-    pub fn resolve(&mut self, unsafe_path: &Path) -> Result<PathBuf, i32> {
+    pub fn resolve(&mut self, unsafe_path: &Path) -> nix::Result<PathBuf> {
         let plain = unsafe_path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
         if plain {
             // The last empty mount that holds it, if any.
@@ -77,7 +74,7 @@ impl RootResolver {
             }
             let candidate = resolved.join(&part);
             match self.lookup(&candidate) {
-                Entry::Link(_) if links == MAX_SYMLINKS => return Err(libc::ELOOP),
+                Entry::Link(_) if links == MAX_SYMLINKS => return Err(nix::errno::Errno::ELOOP),
                 Entry::Link(target) => {
                     links += 1;
                     if target.is_absolute() {
@@ -105,27 +102,13 @@ impl RootResolver {
     }
 
     fn lstat(&self, rel: &Path) -> Entry {
-        let (Some(dir), Ok(c)) = (&self.dir, CString::new(rel.as_os_str().as_bytes())) else {
-            // No fd on the root (it vanished): the slow way, by full path.
-            return match std::fs::symlink_metadata(self.root.join(rel)) {
-                Ok(m) if m.file_type().is_symlink() => std::fs::read_link(self.root.join(rel)).map_or(Entry::Other, Entry::Link),
-                Ok(_) => Entry::Other,
-                Err(_) => Entry::Missing,
-            };
-        };
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-            return Entry::Missing;
+        match fstatat(&self.dir, rel, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(_) => Entry::Missing,
+            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+                readlinkat(&self.dir, rel).map_or(Entry::Other, |t| Entry::Link(t.into()))
+            }
+            Ok(_) => Entry::Other,
         }
-        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-            return Entry::Other;
-        }
-        let mut buf = [0u8; libc::PATH_MAX as usize];
-        let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-        if n <= 0 {
-            return Entry::Other;
-        }
-        Entry::Link(PathBuf::from(std::ffi::OsStr::from_bytes(&buf[..n as usize])))
     }
 }
 
@@ -153,7 +136,7 @@ mod tests {
         symlink("../../../../etc", dir.join("real/up")).unwrap();
         symlink("sub", dir.join("real/rel")).unwrap();
         // One resolver for all: its remembered lookups give the same answers.
-        let mut r = RootResolver::new(&dir);
+        let mut r = RootResolver::new(&dir).unwrap();
         for _ in 0..2 {
             assert_eq!(r.resolve(Path::new("/abs/sub")), Ok(dir.join("real/sub")));
             assert_eq!(r.resolve(Path::new("/real/up/passwd")), Ok(dir.join("etc/passwd")));
@@ -163,18 +146,18 @@ mod tests {
             assert_eq!(r.resolve(Path::new("/new/dir/../x")), Ok(dir.join("new/x")));
         }
         symlink("loop", dir.join("loop")).unwrap();
-        assert_eq!(RootResolver::new(&dir).resolve(Path::new("/loop")), Err(libc::ELOOP));
+        assert_eq!(RootResolver::new(&dir).unwrap().resolve(Path::new("/loop")), Err(nix::errno::Errno::ELOOP));
         // A chain longer than the limit must not end in a link left as a name.
         for i in 0..45 {
             symlink(format!("/c{}", i + 1), dir.join(format!("c{i}"))).unwrap();
         }
         symlink("/etc", dir.join("c45")).unwrap();
-        assert_eq!(RootResolver::new(&dir).resolve(Path::new("/c0/x")), Err(libc::ELOOP));
-        assert_eq!(RootResolver::new(&dir).resolve(Path::new("/c10/x")), Ok(dir.join("etc/x")));
+        assert_eq!(RootResolver::new(&dir).unwrap().resolve(Path::new("/c0/x")), Err(nix::errno::Errno::ELOOP));
+        assert_eq!(RootResolver::new(&dir).unwrap().resolve(Path::new("/c10/x")), Ok(dir.join("etc/x")));
         // Under an empty mount, names are taken as they are: the rootfs's
         // own /dev (here a link out of the root) does not count.
         symlink("/etc", dir.join("dev")).unwrap();
-        let mut r = RootResolver::new(&dir);
+        let mut r = RootResolver::new(&dir).unwrap();
         assert_eq!(r.resolve(Path::new("/dev/null")), Ok(dir.join("etc/null")));
         r.empty_at(Path::new("/dev"), &dir.join("etc"));
         assert_eq!(r.resolve(Path::new("/dev/pts")), Ok(dir.join("etc/pts")));

@@ -11,7 +11,8 @@
 //! periods that the container's mount namespace setup and teardown wait
 //! for (its sysctl tables are built under spinlocks, on the other CPU).
 //! What it makes then is for the container after next: two of each kind
-//! are kept.
+//! are kept. (`create`, then `start`, asks at once: its container runs
+//! meanwhile.)
 //!
 //! Each spare serves one container, and they go with the process. They
 //! belong to the host's user namespace: containers with a user namespace of
@@ -20,11 +21,10 @@
 //! semaphore undo list. Without the thread (or in a child forked after it
 //! started), clones make their own; a forked child also closes its copies
 //! of the spares (pthread_atfork), which its parent hands out.
-//!
-//! `run` asks once its container is reaped; `create` (then `start`) asks at
-//! once, the container running meanwhile.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -93,11 +93,11 @@ fn work(queue: Receiver<i32>) {
     // Only on a CPU nothing else wants: never ahead of the caller's starts.
     let idle = libc::sched_param { sched_priority: 0 };
     unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
-    let Some(proc_dir) = open_at(libc::AT_FDCWD, c"/proc", libc::O_PATH | libc::O_DIRECTORY) else { return };
+    let Ok(proc_dir) = nix::fcntl::open("/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) else { return };
     for kinds in queue {
         let full = |kind: i32, s: &Vec<(i32, OwnedFd)>| s.iter().filter(|(k, _)| *k == kind).count() >= KEEP;
         let held = SPARES.lock().map(|s| KINDS.iter().filter(|(k, _)| full(*k, &s)).fold(0, |a, (k, _)| a | k)).unwrap_or(!0);
-        if !make(proc_dir.as_raw_fd(), kinds & !held) {
+        if !make(&proc_dir, kinds & !held) {
             return; // this thread cannot make them: the clones will
         }
     }
@@ -105,17 +105,18 @@ fn work(queue: Receiver<i32>) {
 
 /// Unshare new namespaces of `kinds`, keep them, and return to the
 /// thread's own. False when that did not work.
-fn make(proc_dir: RawFd, kinds: i32) -> bool {
+fn make(proc_dir: &OwnedFd, kinds: i32) -> bool {
     let wanted: Vec<_> = KINDS.iter().filter(|(k, _)| kinds & k != 0).collect();
     if wanted.is_empty() {
         return true;
     }
-    let own: Option<Vec<OwnedFd>> = wanted.iter().map(|(_, path)| open_at(proc_dir, path, libc::O_RDONLY)).collect();
+    let open = |path: &std::ffi::CStr| nix::fcntl::openat(proc_dir, path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok();
+    let own: Option<Vec<OwnedFd>> = wanted.iter().map(|(_, path)| open(path)).collect();
     let Some(own) = own else { return false };
     if unsafe { libc::unshare(kinds) } != 0 {
         return false;
     }
-    let made: Vec<Option<OwnedFd>> = wanted.iter().map(|(_, path)| open_at(proc_dir, path, libc::O_RDONLY)).collect();
+    let made: Vec<Option<OwnedFd>> = wanted.iter().map(|(_, path)| open(path)).collect();
     // Back home, so that the thread is in no container's namespace.
     let home = wanted.iter().zip(&own).all(|((kind, _), fd)| unsafe { libc::setns(fd.as_raw_fd(), *kind) } == 0);
     if let (true, Ok(mut spares)) = (home, SPARES.lock()) {
@@ -128,9 +129,4 @@ fn make(proc_dir: RawFd, kinds: i32) -> bool {
         }
     }
     home
-}
-
-fn open_at(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> Option<OwnedFd> {
-    let fd = unsafe { libc::openat(dir, path.as_ptr(), flags | libc::O_CLOEXEC) };
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }

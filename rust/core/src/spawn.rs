@@ -103,8 +103,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     }
     let mut flags = plan.new_namespaces;
     if opts.spare_namespaces {
+        let kinds = plan.spare_kinds();
         for (kind, _) in crate::spares::KINDS {
-            if plan.spare_kinds() & kind != 0 {
+            if kinds & kind != 0 {
                 if let Some(fd) = crate::spares::take(kind) {
                     join.push((kind, fd));
                     flags &= !(kind as u64);

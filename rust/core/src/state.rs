@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub const OCI_VERSION: &str = "1.2.0";
 pub const EXEC_FIFO: &str = "exec.fifo";
+const STATE_FILE: &str = "state.json";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {
@@ -77,7 +78,7 @@ pub fn dir(root: &Path, id: &str) -> PathBuf {
 /// whatever else is in it (an exec fifo, a temp file) the long way.
 pub fn remove_dir(root: &Path, id: &str) -> Result<()> {
     let d = dir(root, id);
-    let _ = std::fs::remove_file(d.join("state.json"));
+    let _ = std::fs::remove_file(d.join(STATE_FILE));
     match std::fs::remove_dir(&d) {
         Ok(()) => Ok(()),
         Err(_) => std::fs::remove_dir_all(&d).map_err(|e| Error::io("remove state dir", &d, e)),
@@ -87,7 +88,7 @@ pub fn remove_dir(root: &Path, id: &str) -> Result<()> {
 impl State {
     pub fn load(root: &Path, id: &str) -> Result<State> {
         validate_id(id)?;
-        let path = dir(root, id).join("state.json");
+        let path = dir(root, id).join(STATE_FILE);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -107,7 +108,7 @@ impl State {
         let tmp = d.join(".state.json.tmp");
         let text = serde_json::to_vec(self).map_err(|e| Error::msg(format!("encode state: {e}")))?;
         std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, d.join("state.json")).map_err(|e| Error::io("rename", &tmp, e))
+        std::fs::rename(&tmp, d.join(STATE_FILE)).map_err(|e| Error::io("rename", &tmp, e))
     }
 
     pub fn alive(&self) -> bool {
