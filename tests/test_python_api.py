@@ -469,6 +469,8 @@ def test_forked_child_does_not_use_its_parents_spares(api, tmp_path):
                           extra_mounts=[api.bind_mount(api.shared_dir("fork"), "/shared")],
                           env=h.DEFAULT_ENV)
     shared = api.tmp / "fork"
+    for tag in ("parent", "child"):
+        api.track_cgroup(h.cgroup_path_for(cid) + "-" + tag)
     script = f"""
 import os, sys, time
 sys.path.insert(0, {str(Path(__file__).parent.parent / "python")!r})
@@ -483,6 +485,7 @@ tag = "child" if pid == 0 else "parent"
 import json
 cfg = json.load(open(bundle + "/config.json"))
 cfg["process"]["env"].append("ID=" + tag)
+cfg["linux"]["cgroupsPath"] += "-" + tag  # two containers, two cgroups: one's delete must not take the other's
 mine = bundle + "-" + tag
 os.makedirs(mine, exist_ok=True)      # config.json names the rootfs by absolute path
 json.dump(cfg, open(mine + "/config.json", "w"))
