@@ -442,7 +442,9 @@ def test_ctrl_c_exits_130_without_a_traceback_and_the_store_recovers(registry, r
     name = f"{registry.host}/{repo}:v1"
     proc = subprocess.Popen([sys.executable, "-m", "capsa.cli", "--root", str(root), "pull", name],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "CAPSA_MAX_CONCURRENT_DOWNLOADS": "1"})
+                            env={**os.environ, "CAPSA_MAX_CONCURRENT_DOWNLOADS": "1"},
+                            # a background shell starts us with SIGINT ignored, and Python then keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not any((root / "blobs" / "sha256").glob(".*.partial")) if (root / "blobs").exists() else True:
         assert proc.poll() is None and time.monotonic() < deadline
