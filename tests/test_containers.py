@@ -301,9 +301,8 @@ def test_stop_timeout_kills_a_container_ignoring_sigterm(world):
 
 
 def test_stop_graceful(world):
-    rec = world.detach(["sh", "-c", "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"])
-    h.wait_for(lambda: world.store.status(rec).status == "running")
-    time.sleep(0.3)
+    rec = world.detach(["sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done"])
+    h.wait_for(lambda: world.log(rec), timeout=10)     # the trap is set
     lifecycle.stop(world.store, rec, timeout=10)
     assert world.store.status(rec).exit_code == 0
     assert world.log(rec)[-1]["log"] == "bye\n"
