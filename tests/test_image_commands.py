@@ -440,22 +440,52 @@ def test_ctrl_c_exits_130_without_a_traceback_and_the_store_recovers(registry, r
     repo = unique("interrupted")
     big_image(registry, repo, layers=3, files=1000, size=4 << 10)
     name = f"{registry.host}/{repo}:v1"
-    proc = subprocess.Popen([sys.executable, "-m", "capsa.cli", "--root", str(root), "pull", name],
+    # SIGINT back at its default first: a shell starts background jobs with it
+    # ignored, and a Python started so keeps ignoring it.
+    with_sigint = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", with_sigint, "-m", "capsa.cli", "--root", str(root), "pull", name],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "CAPSA_MAX_CONCURRENT_DOWNLOADS": "1"},
-                            # a background shell starts us with SIGINT ignored, and Python then keeps it so
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    while not any((root / "blobs" / "sha256").glob(".*.partial")) if (root / "blobs").exists() else True:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=TIMEOUT)
+                            env={**os.environ, "CAPSA_MAX_CONCURRENT_DOWNLOADS": "1",
+                                 "PYTHONFAULTHANDLER": "1"})   # SIGABRT prints every thread's stack
+    try:
+        deadline = time.monotonic() + 60
+        while not any((root / "blobs" / "sha256").glob(".*.partial")) if (root / "blobs").exists() else True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        kernel = where_stuck(proc.pid)
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the pull did not end after Ctrl-C. Kernel: {kernel}\n"
+                             f"stdout: {out.decode()}\nstderr: {err.decode()}") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err
     assert capsa(root, "images", "-q").stdout == b""
     assert store_debris(root) == []
     capsa(root, "pull", "-q", name)
+
+
+def where_stuck(pid: int) -> str:
+    """Each thread of a process that does not end: its state, where the
+    kernel has it waiting, and the kernel stack."""
+    out = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+        task = Path(f"/proc/{pid}/task/{tid}")
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            stack = " < ".join(line.split()[-1] for line in (task / "stack").read_text().splitlines())
+            out.append(f"thread {tid} ({(task / 'comm').read_text().strip()}) {state} "
+                       f"in {(task / 'wchan').read_text()}: {stack}")
+        except OSError as e:
+            out.append(f"thread {tid}: {e}")
+    return "; ".join(out)
 
 
 def test_pull_with_a_bearer_token_registry_and_push_mounts_across_repositories(registry, root):
