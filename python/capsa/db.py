@@ -22,7 +22,8 @@ def store_root(root: str | os.PathLike | None = None) -> Path:
 
 def connect(root: Path) -> sqlite3.Connection:
     root.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(root / "capsa.db", timeout=30, isolation_level=None)
+    # not tied to its thread: a pull runs on a worker while the main thread waits
+    conn = sqlite3.connect(root / "capsa.db", timeout=30, isolation_level=None, check_same_thread=False)
     _switch_to_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from capsa.errors import CapsaError
@@ -39,8 +40,60 @@ def _manifest_fields(doc: dict, what: str) -> tuple[dict, list[dict]]:
     return config, layers
 
 
+# After Ctrl-C, how long the pull may take to stop its downloads and collect
+# what it stored; a download stalled in a read may not notice in time.
+CANCEL_GRACE = 5.0
+
+
+class _Cancel(threading.Event):
+    """Set by the main thread on Ctrl-C; the pull's threads check it at each
+    chunk and step, and stop by raising KeyboardInterrupt themselves."""
+
+    def check(self, *_progress) -> None:
+        if self.is_set():
+            raise KeyboardInterrupt
+
+
 def pull(store: Store, reference_text: str, *, platform: str | None = None, quiet: bool = False,
          progress: Progress | None = None, insecure: bool | None = None) -> Image:
+    """Pull an image into the store. Called from the main thread, the work
+    runs on a worker and the main thread only waits: Python raises
+    KeyboardInterrupt at any bytecode of the main thread, inside httpcore's
+    or concurrent.futures' lock handling too, which then keeps a lock its own
+    cleanup waits for (a pull hung forever on Ctrl-C). The wait is a bare
+    lock the worker releases when done (Thread.join, interrupted, takes the
+    thread for stopped); the worker stops at its next check."""
+    cancel = _Cancel()
+    args = (store, reference_text, platform, quiet, progress, insecure, cancel)
+    if threading.current_thread() is not threading.main_thread():
+        return _pull(*args)
+    outcome: dict = {}
+    finished = threading.Lock()
+    finished.acquire()
+
+    def work() -> None:
+        try:
+            outcome["image"] = _pull(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = e
+        finally:
+            finished.release()
+
+    threading.Thread(target=work, name="pull", daemon=True).start()
+    try:
+        finished.acquire()
+    except KeyboardInterrupt:
+        cancel.set()
+        if not outcome:             # still running: let it stop and collect what it stored
+            finished.acquire(timeout=CANCEL_GRACE)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["image"]
+
+
+def _pull(store: Store, reference_text: str, platform: str | None, quiet: bool,
+          progress: Progress | None, insecure: bool | None, cancel: _Cancel) -> Image:
     from capsa.registry.client import RegistryClient
     from capsa.registry.platform import Platform, resolve_platform
 
@@ -69,7 +122,8 @@ def pull(store: Store, reference_text: str, *, platform: str | None = None, quie
                 config_path = store.blob_path(config_digest)
                 if not config_path.exists():
                     with naming(config_path):
-                        client.fetch_blob(ref.repository, config_digest, config_path, size=config_desc.get("size"))
+                        client.fetch_blob(ref.repository, config_digest, config_path, size=config_desc.get("size"),
+                                          progress=cancel.check)
                 config_bytes = config_path.read_bytes()
                 config = json.loads(config_bytes)
                 _check_platform(config, wanted, what)
@@ -79,7 +133,9 @@ def pull(store: Store, reference_text: str, *, platform: str | None = None, quie
                                         f"{len(diff_ids)} diff IDs")
                 chains = chain_ids(diff_ids)
                 existing = store.lookup(config_digest)
-                records = _fetch_layers(store, client, ref.repository, layer_descs, diff_ids, chains, progress)
+                records = _fetch_layers(store, client, ref.repository, layer_descs, diff_ids, chains, progress,
+                                        cancel)
+                cancel.check()
                 store.write_blob(manifest.data)
                 tag_names = [str(ref)] if ref.digest is None else []
                 image = store.commit_image(
@@ -113,7 +169,7 @@ def _check_platform(config: dict, wanted, what: str) -> None:
 
 
 def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff_ids: list[str],
-                  chains: list[str], progress: Progress) -> list[LayerRecord]:
+                  chains: list[str], progress: Progress, cancel: _Cancel) -> list[LayerRecord]:
     """Download (up to N at once) and extract (as each download is verified)."""
     records: list[LayerRecord | None] = [None] * len(descs)
     downloads = ThreadPoolExecutor(concurrent_downloads(), thread_name_prefix="download")
@@ -121,6 +177,7 @@ def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff
     pending: dict[Future, str] = {}
 
     def extract(i: int) -> None:
+        cancel.check()
         short = hex_of(descs[i]["digest"])[:12]
         progress.layer(short, "Extracting")
         records[i] = store.ensure_layer(chains[i], diff_ids[i], store.blob_path(descs[i]["digest"]))
@@ -132,9 +189,12 @@ def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff
         path = store.blob_path(digest)
         if not path.exists():
             progress.layer(short, "Downloading")
+            def report(done: int, total: int | None) -> None:
+                cancel.check()
+                progress.bytes(short, done, total or size)
+
             with naming(path):
-                client.fetch_blob(repository, digest, path, size=size,
-                                  progress=lambda done, total: progress.bytes(short, done, total or size))
+                client.fetch_blob(repository, digest, path, size=size, progress=report)
             progress.layer(short, "Download complete")
         return i
 
