@@ -472,12 +472,13 @@ def test_ctrl_c_exits_130_without_a_traceback_and_the_store_recovers(registry, r
     capsa(root, "pull", "-q", name)
 
 
-def test_a_pull_from_the_main_thread_does_its_http_on_a_worker(registry, root, monkeypatch):
+def test_pull_and_push_from_the_main_thread_do_their_http_on_a_worker(registry, root, monkeypatch):
     """Ctrl-C raises KeyboardInterrupt anywhere in the main thread, inside
     httpcore's lock handling too (a pull then hung forever in its cleanup,
     on a lock the interrupt had left taken): the main thread must only wait."""
     import httpx
     from capsa.image.pull import pull
+    from capsa.image.push import push
     from capsa.image.store import Store
     registry.push_image("threads", "v1")
     senders = []
@@ -492,7 +493,10 @@ def test_a_pull_from_the_main_thread_does_its_http_on_a_worker(registry, root, m
     with Store.open(root) as store:
         image = pull(store, f"{registry.host}/threads:v1", quiet=True)
         assert image.layer_dirs and all(d.is_dir() for d in image.layer_dirs)
-    assert senders and threading.main_thread() not in senders
+        assert senders and threading.main_thread() not in senders
+        senders.clear()
+        assert push(store, f"{registry.host}/threads:v1", quiet=True).startswith("sha256:")
+        assert senders and threading.main_thread() not in senders
 
 
 def where_stuck(pid: int) -> str:

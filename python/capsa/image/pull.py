@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from capsa.errors import CapsaError
+from capsa.image.interrupt import Cancel, on_worker
 from capsa.image.progress import Progress, for_output
 from capsa.image.reference import Reference
 from capsa.image.store import Image, LayerRecord, Store, chain_ids, hex_of, naming, short_id
@@ -40,60 +40,15 @@ def _manifest_fields(doc: dict, what: str) -> tuple[dict, list[dict]]:
     return config, layers
 
 
-# After Ctrl-C, how long the pull may take to stop its downloads and collect
-# what it stored; a download stalled in a read may not notice in time.
-CANCEL_GRACE = 5.0
-
-
-class _Cancel(threading.Event):
-    """Set by the main thread on Ctrl-C; the pull's threads check it at each
-    chunk and step, and stop by raising KeyboardInterrupt themselves."""
-
-    def check(self, *_progress) -> None:
-        if self.is_set():
-            raise KeyboardInterrupt
-
-
 def pull(store: Store, reference_text: str, *, platform: str | None = None, quiet: bool = False,
          progress: Progress | None = None, insecure: bool | None = None) -> Image:
-    """Pull an image into the store. Called from the main thread, the work
-    runs on a worker and the main thread only waits: Python raises
-    KeyboardInterrupt at any bytecode of the main thread, inside httpcore's
-    or concurrent.futures' lock handling too, which then keeps a lock its own
-    cleanup waits for (a pull hung forever on Ctrl-C). The wait is a bare
-    lock the worker releases when done (Thread.join, interrupted, takes the
-    thread for stopped); the worker stops at its next check."""
-    cancel = _Cancel()
-    args = (store, reference_text, platform, quiet, progress, insecure, cancel)
-    if threading.current_thread() is not threading.main_thread():
-        return _pull(*args)
-    outcome: dict = {}
-    finished = threading.Lock()
-    finished.acquire()
-
-    def work() -> None:
-        try:
-            outcome["image"] = _pull(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = e
-        finally:
-            finished.release()
-
-    threading.Thread(target=work, name="pull", daemon=True).start()
-    try:
-        finished.acquire()
-    except KeyboardInterrupt:
-        cancel.set()
-        if not outcome:             # still running: let it stop and collect what it stored
-            finished.acquire(timeout=CANCEL_GRACE)
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["image"]
+    """Pull an image into the store (on a worker thread: see interrupt.py)."""
+    return on_worker(lambda cancel: _pull(store, reference_text, platform, quiet, progress, insecure, cancel),
+                     "pull")
 
 
 def _pull(store: Store, reference_text: str, platform: str | None, quiet: bool,
-          progress: Progress | None, insecure: bool | None, cancel: _Cancel) -> Image:
+          progress: Progress | None, insecure: bool | None, cancel: Cancel) -> Image:
     from capsa.registry.client import RegistryClient
     from capsa.registry.platform import Platform, resolve_platform
 
@@ -169,7 +124,7 @@ def _check_platform(config: dict, wanted, what: str) -> None:
 
 
 def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff_ids: list[str],
-                  chains: list[str], progress: Progress, cancel: _Cancel) -> list[LayerRecord]:
+                  chains: list[str], progress: Progress, cancel: Cancel) -> list[LayerRecord]:
     """Download (up to N at once) and extract (as each download is verified)."""
     records: list[LayerRecord | None] = [None] * len(descs)
     downloads = ThreadPoolExecutor(concurrent_downloads(), thread_name_prefix="download")

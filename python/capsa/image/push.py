@@ -8,6 +8,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from capsa.errors import NotFound
+from capsa.image.interrupt import Cancel, on_worker
 from capsa.image.progress import Progress, for_output
 from capsa.image.pull import concurrent_downloads
 from capsa.image.reference import Reference
@@ -16,7 +17,13 @@ from capsa.image.store import Store, hex_of
 
 def push(store: Store, reference_text: str, *, quiet: bool = False, progress: Progress | None = None,
          insecure: bool | None = None) -> str:
-    """Returns the manifest digest the registry stored."""
+    """Returns the manifest digest the registry stored (the work runs on a
+    worker thread: see interrupt.py)."""
+    return on_worker(lambda cancel: _push(store, reference_text, quiet, progress, insecure, cancel), "push")
+
+
+def _push(store: Store, reference_text: str, quiet: bool, progress: Progress | None,
+          insecure: bool | None, cancel: Cancel) -> str:
     from capsa.registry.client import RegistryClient
 
     ref = Reference.parse(reference_text)
@@ -35,6 +42,7 @@ def push(store: Store, reference_text: str, *, quiet: bool = False, progress: Pr
     try:
         with RegistryClient(ref.registry, insecure=insecure) as client:
             def upload(desc: dict) -> None:
+                cancel.check()
                 digest, size = desc["digest"], desc.get("size")
                 short = hex_of(digest)[:12]
                 path = store.blob_path(digest)
@@ -48,13 +56,17 @@ def push(store: Store, reference_text: str, *, quiet: bool = False, progress: Pr
                         progress.layer(short, f"Mounted from {source}")
                         return
                 progress.layer(short, "Preparing")
-                uploaded = client.push_blob(ref.repository, digest, path, size=size,
-                                            progress=lambda done, total: progress.bytes(short, done, total))
+                def report(done: int, total: int | None) -> None:
+                    cancel.check()
+                    progress.bytes(short, done, total)
+
+                uploaded = client.push_blob(ref.repository, digest, path, size=size, progress=report)
                 progress.layer(short, "Pushed" if uploaded else "Layer already exists")
 
             with ThreadPoolExecutor(concurrent_downloads(), thread_name_prefix="upload") as pool:
                 for future in [pool.submit(upload, d) for d in blobs]:
                     future.result()
+            cancel.check()
             digest = client.put_manifest(ref.repository, ref.digest or ref.tag, manifest,
                                          image.manifest_media_type)
         with store.transaction() as tx:
