@@ -30,6 +30,13 @@ class Cancel(threading.Event):
         if self.is_set():
             raise KeyboardInterrupt
 
+    def checking(self, report: Callable[[int, int | None], None]) -> Callable[[int, int | None], None]:
+        """A transfer's progress callback that checks first, then reports."""
+        def checked(done: int, total: int | None) -> None:
+            self.check()
+            report(done, total)
+        return checked
+
 
 def on_worker(work: Callable[[Cancel], T], name: str) -> T:
     """work(cancel) on a worker thread when called from the main thread (on

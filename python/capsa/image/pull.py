@@ -144,12 +144,9 @@ def _fetch_layers(store: Store, client, repository: str, descs: list[dict], diff
         path = store.blob_path(digest)
         if not path.exists():
             progress.layer(short, "Downloading")
-            def report(done: int, total: int | None) -> None:
-                cancel.check()
-                progress.bytes(short, done, total or size)
-
             with naming(path):
-                client.fetch_blob(repository, digest, path, size=size, progress=report)
+                client.fetch_blob(repository, digest, path, size=size, progress=cancel.checking(
+                    lambda done, total: progress.bytes(short, done, total or size)))
             progress.layer(short, "Download complete")
         return i
 

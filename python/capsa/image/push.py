@@ -56,11 +56,8 @@ def _push(store: Store, reference_text: str, quiet: bool, progress: Progress | N
                         progress.layer(short, f"Mounted from {source}")
                         return
                 progress.layer(short, "Preparing")
-                def report(done: int, total: int | None) -> None:
-                    cancel.check()
-                    progress.bytes(short, done, total)
-
-                uploaded = client.push_blob(ref.repository, digest, path, size=size, progress=report)
+                uploaded = client.push_blob(ref.repository, digest, path, size=size, progress=cancel.checking(
+                    lambda done, total: progress.bytes(short, done, total)))
                 progress.layer(short, "Pushed" if uploaded else "Layer already exists")
 
             with ThreadPoolExecutor(concurrent_downloads(), thread_name_prefix="upload") as pool:

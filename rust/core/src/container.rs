@@ -156,6 +156,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         // mkfifo obeys the umask; any container user must be able to open it for writing.
         std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(|e| Error::io("chmod", &fifo, e))?;
     }
+    // The spares (spares.rs) this container may join, and asks to be made again.
+    let spare_kinds = if opts.spare_namespaces { plan.spare_kinds() } else { 0 };
     let spawned = spawn::spawn(
         &plan,
         &cgroup,
@@ -166,7 +168,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
             hook_state: hook_files.as_ref().map(|f| (f.creating.as_raw_fd(), f.created.as_raw_fd())),
             events: Some(&events),
             start_at_once: opts.start_in_process && opts.start_at_once,
-            spare_namespaces: opts.spare_namespaces,
+            spare_kinds,
         },
     )?;
     let pid = spawned.pid;
@@ -186,7 +188,6 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     std::mem::forget(kill_guard);
     std::mem::forget(cgroup_guard);
     std::mem::forget(dir_guard);
-    let spare_kinds = if opts.spare_namespaces { plan.spare_kinds() } else { 0 };
     if !opts.start_at_once {
         // create + start: while this one runs (run asks once it is reaped).
         crate::spares::request(spare_kinds);

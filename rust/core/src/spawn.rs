@@ -45,9 +45,9 @@ pub struct Options<'a> {
     /// clone_vm when nothing needs the parent in between (no user namespace
     /// maps to write, no hooks).
     pub start_at_once: bool,
-    /// Join spare namespaces made ahead (spares.rs), where ready, instead
-    /// of making them.
-    pub spare_namespaces: bool,
+    /// CLONE_NEW* kinds to join spare namespaces of (spares.rs), where
+    /// ready, instead of making them (Plan::spare_kinds, or 0).
+    pub spare_kinds: i32,
 }
 
 /// What the parent learns while the init sets up.
@@ -102,14 +102,11 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     }
     let mut flags = plan.new_namespaces;
-    if opts.spare_namespaces {
-        let kinds = plan.spare_kinds();
-        for (kind, _) in crate::spares::KINDS {
-            if kinds & kind != 0 {
-                if let Some(fd) = crate::spares::take(kind) {
-                    join.push((kind, fd));
-                    flags &= !(kind as u64);
-                }
+    for (kind, _) in crate::spares::KINDS {
+        if opts.spare_kinds & kind != 0 {
+            if let Some(fd) = crate::spares::take(kind) {
+                join.push((kind, fd));
+                flags &= !(kind as u64);
             }
         }
     }
