@@ -13,3 +13,12 @@ class NotFound(CapsaError):
 
 class Conflict(CapsaError):
     """A name in use, an image still referenced, a container still running."""
+
+
+class BadInput(CapsaError):
+    """Content from outside that breaks its format or lies about itself: a
+    registry's reply, an archive, an image config (a wrong type, a missing
+    field, a digest that does not match). Nothing of it is stored. Exit
+    code 125, Docker's for a failure of the engine rather than of the
+    container's command."""
+    exit_code = 125

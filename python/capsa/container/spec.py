@@ -70,6 +70,7 @@ _OPTION_DEFAULTS: dict = dict(
     network="none", tty=False, interactive=False, restart="no", stop_signal=None, stop_timeout=None,
     labels={}, ulimits=[], cap_add=[], cap_drop=[], privileged=False, security_opt=[], auto_remove=False,
     init=False,
+    blkio_weight=None,
 )
 
 
@@ -251,7 +252,48 @@ def resources(opts: RunOptions) -> dict:
         res["cpu"] = cpu
     if opts.pids_limit is not None:
         res["pids"] = {"limit": opts.pids_limit}
+    if opts.blkio_weight:       # 0: not set, as in Docker
+        if not 10 <= opts.blkio_weight <= 1000:
+            raise CapsaError(f"invalid --blkio-weight {opts.blkio_weight}: the range is 10 to 1000")
+        if blkio_weight_supported():
+            res["blockIO"] = {"weight": opts.blkio_weight}
+        else:   # Docker's warning: the container runs, without the weight
+            import sys
+            print(f"WARNING: {BLKIO_WEIGHT_DISCARDED}", file=sys.stderr)
     return res
+
+
+BLKIO_WEIGHT_DISCARDED = "Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."
+
+
+def blkio_weight_supported(cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """Whether a blkio weight can land (the core refuses one that cannot):
+    cgroup v2 needs the io controller; a v1 or hybrid host blkio.weight (CFQ)
+    or blkio.bfq.weight (BFQ) in its blkio hierarchy, where BFQ's shows in
+    cgroups below the root only."""
+    try:
+        with open(os.path.join(cgroup_root, "cgroup.controllers")) as f:
+            return "io" in f.read().split()
+    except FileNotFoundError:
+        pass
+    blkio = os.path.join(cgroup_root, "blkio")
+    names = ("blkio.weight", "blkio.bfq.weight")
+    if not os.path.exists(os.path.join(blkio, "cgroup.procs")):
+        return False
+    if any(os.path.exists(os.path.join(blkio, n)) for n in names):
+        return True
+    child = next((e.path for e in os.scandir(blkio) if e.is_dir(follow_symlinks=False)), None)
+    if child is not None:
+        return any(os.path.exists(os.path.join(child, n)) for n in names)
+    probe = os.path.join(blkio, f"capsa-probe-{os.getpid()}")
+    try:
+        os.mkdir(probe)
+    except OSError:
+        return False
+    try:
+        return any(os.path.exists(os.path.join(probe, n)) for n in names)
+    finally:
+        os.rmdir(probe)
 
 
 INIT_PATH = "/dev/init"
@@ -305,7 +347,8 @@ def seccomp_profile(path: str) -> dict:
 
 def build(config: dict, layers: list[Path], opts: RunOptions, container_id: str, container_dir: Path, volumes_dir: Path) -> tuple[dict, list[dict]]:
     """The config.json of the container's bundle, and its Docker-shaped Mounts."""
-    cfg = config.get("config") or {}
+    from capsa.image import schema
+    cfg = schema.container_config(config, "the image config").get("config") or {}
     if opts.network not in ("none", "host"):
         raise CapsaError(f"network {opts.network!r} is not supported yet: use --network none or --network host (bridge networks come in a later release)")
     hostname = opts.hostname or container_id[:12]
