@@ -254,6 +254,20 @@ fn enter_overlay_root(overlay: OverlayArg, links_dir: PathBuf, target: PathBuf) 
     capsa_core::overlay::enter_root(&to_overlay(overlay), &links_dir, &target).or_raise()
 }
 
+/// A regular file of an image as its merged layers (bottom first) show it,
+/// resolved inside them (the image's symlinks never lead to the host), at
+/// most `limit` bytes; None if there is no regular file there.
+#[pyfunction]
+fn read_image_file(py: Python<'_>, layers: Vec<PathBuf>, path: PathBuf, limit: u64) -> PyResult<Option<Vec<u8>>> {
+    let top_first: Vec<&std::path::Path> = layers.iter().rev().map(PathBuf::as_path).collect();
+    let Some(top) = top_first.first().copied() else { return Ok(None) };
+    py.detach(|| {
+        let mut r = capsa_core::rootpath::RootResolver::layered(top, &top_first).map_err(|e| error::Error::sys("open image layers at", top, e))?;
+        r.read_file(&path, limit).map_err(|e| error::Error::sys("read image file", &path, e))
+    })
+    .or_raise()
+}
+
 /// The signal number of a name such as TERM, SIGKILL or 9.
 #[pyfunction]
 fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
@@ -342,6 +356,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(update, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(enter_overlay_root, m)?)?;
+    m.add_function(wrap_pyfunction!(read_image_file, m)?)?;
     m.add("LayerError", layer_error_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layers, m)?)?;

@@ -60,7 +60,6 @@ def create(store: Store, image, opts: specs.RunOptions, name: str | None = None,
         for sub in ("upper", "work"):
             (cdir / sub).mkdir()
         specs.etc_files(cdir, spec["hostname"], opts.network)
-        _make_workdir(cdir / "upper", layers, spec["process"]["cwd"], spec["process"]["user"])
         (cdir / "config.json").write_text(json.dumps(spec))
     except BaseException:
         import shutil
@@ -68,16 +67,6 @@ def create(store: Store, image, opts: specs.RunOptions, name: str | None = None,
         store.delete(cid)
         raise
     return rec
-
-
-def _make_workdir(upper: Path, layers: list[Path], cwd: str, user: dict) -> None:
-    """Docker creates a WorkingDir the image lacks; here it goes in the container's own upper layer."""
-    rel = cwd.strip("/")
-    if not rel or any(os.path.lexists(layer / rel) for layer in layers):
-        return
-    target = upper / rel
-    target.mkdir(parents=True, exist_ok=True)
-    os.chown(target, user.get("uid", 0), user.get("gid", 0))
 
 
 def overlay_of(store: Store, rec: Record) -> tuple[list[str], str, str]:

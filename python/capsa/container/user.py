@@ -4,8 +4,6 @@ numeric uid need not exist (its gid is then 0); a name must."""
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 from capsa.errors import CapsaError
@@ -19,29 +17,20 @@ class Identity:
         self.home = "/"
 
 
-def image_file(layers: list[Path], relpath: str) -> Path | None:
-    """The file as the merged image shows it: the topmost layer that has it
-    (an overlay whiteout, a 0:0 character device, means deleted)."""
-    for layer in reversed(layers):
-        p = layer / relpath
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-            return None
-        return p
-    return None
+# /etc/passwd and /etc/group are read up to this size (a hostile image's may be huge).
+MAX_DB_BYTES = 4 << 20
 
 
 def _entries(layers: list[Path], relpath: str) -> list[list[str]]:
-    p = image_file(layers, relpath)
-    if p is None:
+    """The lines of a file as the merged image shows it, resolved inside the
+    image's layers by the core (an image's `etc -> /host/dir` or a passwd
+    that is /dev/zero never reaches the host); none if it is absent."""
+    from capsa import _core
+
+    data = _core.read_image_file([str(p) for p in layers], "/" + relpath, MAX_DB_BYTES)
+    if data is None:
         return []
-    try:
-        text = p.read_text(errors="replace")
-    except OSError:
-        return []
+    text = data.decode(errors="replace")
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 

@@ -79,11 +79,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     let spec = load_spec(&bundle)?;
     // Not a container id ('@'): `list` and `delete` never take it for one.
     crate::seccomp::set_cache_dir(root.join("@seccomp-cache"));
-    let mut plan = Plan::new(&spec, &bundle, opts.no_pivot)?;
-    if let Some(ov) = &opts.rootfs_overlay {
-        let links = ov.upper.parent().unwrap_or(Path::new("/")).join("lower-links");
-        plan.overlay = Some(ov.plan(&links)?);
-    }
+    let mut plan = Plan::new(&spec, &bundle, opts.no_pivot, opts.rootfs_overlay.as_ref())?;
     let linux = spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), id, opts.systemd_cgroup)?;
 

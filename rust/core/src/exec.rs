@@ -243,10 +243,13 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         preserve_fds: opts.preserve_fds,
     };
 
+    // Born non-dumpable: our binary stays out of the container's reach (isolation.rs).
+    let non_dumpable = crate::isolation::NonDumpable::hold();
     let pid = spawn::with_pid_namespace(pid_ns.as_ref(), || spawn::clone(0, cgroup_fd.as_ref()), |pid| *pid == 0)?;
     if pid == 0 {
         child(&cx);
     }
+    drop(non_dumpable);
     drop(child_sock);
     let (pid, attached) = spawn::pid_and_attached(pid, cgroup_fd.is_some());
 
@@ -254,6 +257,10 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         if cgroup_fd.is_some() && !attached {
             // A clone3 without CLONE_INTO_CGROUP (an old kernel): all of them.
             st.cgroup.attach_after_clone(pid, false)?;
+        }
+        if let (Some(adj), true) = (plan.oom_score_adj, cx.userns) {
+            let path = format!("/proc/{pid}/oom_score_adj");
+            std::fs::write(&path, adj.to_string()).map_err(|e| Error::io("write", &path, e))?;
         }
         sync::tell(&parent_sock, sync::GO)?;
         match sync::hear(&parent_sock)? {
@@ -314,6 +321,8 @@ fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
     // The init's root, whatever it was made with (pivot_root or MS_MOVE + chroot).
     check(unsafe { libc::fchdir(cx.root) }, "enter the container's root")?;
     check(unsafe { libc::chroot(c".".as_ptr()) }, "chroot into the container's root")?;
+    // Namespace, root and cgroup fds are used: nothing of the caller's goes further (isolation.rs).
+    crate::isolation::close_all_except(3 + cx.preserve_fds, &[cx.sync, cx.console.unwrap_or(-1)]);
     check(unsafe { libc::setsid() }, "setsid")?;
     if let Some(persona) = cx.personality {
         check(unsafe { libc::personality(persona) }, "set personality")?;

@@ -21,8 +21,7 @@ pub struct Context<'a> {
     /// Namespaces to join (CLONE_NEW* type, fd), user namespace first.
     pub join: &'a [(i32, RawFd)],
     pub console: Option<RawFd>,
-    /// The exec fifo: a /proc dir fd and "self/fd/N" of an O_PATH fd on the fifo.
-    pub fifo: Option<(RawFd, &'a CStr)>,
+    pub fifo: Option<ExecFifo<'a>>,
     pub argv: *const *const libc::c_char,
     pub envp: *const *const libc::c_char,
     pub preserve_fds: u32,
@@ -36,6 +35,17 @@ pub struct Context<'a> {
     pub hook_state: Option<(RawFd, RawFd)>,
     /// Started at once (spawn::clone_vm).
     pub at_once: Option<AtOnce<'a>>,
+}
+
+/// The exec fifo that `start` opens: an O_PATH fd on it, reopened for
+/// writing through /proc once the init is set up. The container's own
+/// /proc where it has one (`proc_dir` is AT_FDCWD, `path` absolute): no fd
+/// of the host /proc is then held while the init waits.
+#[derive(Clone, Copy)]
+pub struct ExecFifo<'a> {
+    pub fd: RawFd,
+    pub proc_dir: RawFd,
+    pub path: &'a CStr,
 }
 
 /// An init started at once shares the parent's memory until its execve:
@@ -142,6 +152,12 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     if cx.unshare_cgroupns {
         check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }, "unshare cgroup namespace")?;
     }
+    // Nothing of the caller's goes further than this: namespace and cgroup
+    // fds are used, and no container path has been resolved yet.
+    let (creating, started) = cx.hook_state.unzip();
+    let fifo = cx.fifo.map(|f| [f.fd, f.proc_dir]).unwrap_or([-1, -1]);
+    let keep = [cx.sync, cx.console.unwrap_or(-1), fifo[0], fifo[1], creating.unwrap_or(-1), started.unwrap_or(-1)];
+    crate::isolation::close_all_except(3 + cx.preserve_fds, &keep);
     check(unsafe { libc::setsid() }, "setsid")?;
 
     setup_rootfs(plan)?;
@@ -170,10 +186,10 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
         unsafe { libc::_exit(1) };
     }
     match cx.fifo {
-        Some((proc_fd, path)) => {
+        Some(fifo) => {
             // Blocks until `start` opens the fifo for reading.
-            let fd = unsafe { libc::openat(proc_fd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-            check_at(fd, "open exec fifo", path)?;
+            let fd = unsafe { libc::openat(fifo.proc_dir, fifo.path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            check_at(fd, "open exec fifo", fifo.path)?;
             // `start` reads "0", or the reason the container could not start.
             match before_exec(cx) {
                 Ok(()) => unsafe {
@@ -236,17 +252,20 @@ pub(crate) fn prepare_process(p: &ProcessPlan, userns: bool, console_sock: Optio
             return Err(Failure::new("setrlimit", rlimit_name(*resource), errno()));
         }
     }
-    if let Some(adj) = p.oom_score_adj {
+    // In a user namespace our /proc/self files belong to the host's root
+    // (we are not dumpable, see isolation.rs): the parent writes it then.
+    if let (Some(adj), false) = (p.oom_score_adj, userns) {
         write_number(c"/proc/self/oom_score_adj", adj as i64)?;
     }
     if let Some(mask) = p.umask {
         unsafe { libc::umask(mask as libc::mode_t) };
     }
     check_at(unsafe { libc::chdir(p.cwd.as_ptr()) }, "chdir to cwd", &p.cwd)?;
-    let exe = find_executable(p)?;
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3 + preserve_fds, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+    if !crate::isolation::cwd_is_inside_root() {
+        return Err(Failure::verdict("chdir to cwd", &p.cwd, "the directory is outside the container's root (refused)"));
     }
+    let exe = find_executable(p)?;
+    crate::isolation::cloexec_from(3 + preserve_fds);
     set_identity(p, userns)?;
     if p.no_new_privs {
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "set no_new_privs")?;
@@ -320,6 +339,8 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         check_at(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }, "unmount old root", root)?;
     }
     check(unsafe { libc::chdir(c"/".as_ptr()) }, "chdir to /")?;
+    // A cwd the image lacks is made here, inside the container's root, before it may become read-only.
+    make_dirs(&plan.process.cwd)?;
     if plan.rootfs_propagation != 0 {
         mount(std::ptr::null(), c"/", std::ptr::null(), plan.rootfs_propagation, std::ptr::null())
             .map_err(|e| Failure::new("set rootfsPropagation on", c"/", e))?;
@@ -366,6 +387,28 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
     }
     if plan.readonly_root {
         remount(c"/", libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY).map_err(|e| Failure::new("remount root read-only", c"/", e))?;
+    }
+    Ok(())
+}
+
+/// mkdir -p of an absolute, clean path (0755, the namespace's root's), resolved
+/// in this process's root, without the heap: each prefix in a stack buffer.
+fn make_dirs(path: &CStr) -> Result<(), Failure<'_>> {
+    let bytes = path.to_bytes();
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    if bytes.len() >= buf.len() {
+        return Err(Failure::new("create cwd", path, libc::ENAMETOOLONG));
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    for end in (1..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'/') {
+        let saved = buf[end];
+        buf[end] = 0;
+        // SAFETY: buf holds a NUL-terminated prefix of the path.
+        let r = unsafe { libc::mkdir(buf.as_ptr() as *const libc::c_char, 0o755) };
+        buf[end] = saved;
+        if r != 0 && errno() != libc::EEXIST {
+            return Err(Failure::new("create cwd", path, errno()));
+        }
     }
     Ok(())
 }

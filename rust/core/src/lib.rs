@@ -9,6 +9,7 @@ pub mod control;
 pub mod error;
 pub mod exec;
 pub mod failure;
+pub mod isolation;
 pub mod forward;
 pub mod hooks;
 pub mod init;

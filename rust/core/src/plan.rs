@@ -52,7 +52,7 @@ pub struct ProcessPlan {
 #[derive(Debug)]
 pub struct Plan {
     pub rootfs: CString,
-    /// A copy-on-write root the child mounts on `rootfs` first (set by create's caller).
+    /// A copy-on-write root the child mounts on `rootfs` first.
     pub overlay: Option<crate::overlay::OverlayPlan>,
     pub rootfs_path: PathBuf,
     pub readonly_root: bool,
@@ -76,6 +76,9 @@ pub struct Plan {
     pub dev_links: Vec<(CString, CString)>,
     pub masked: Vec<CString>,
     pub readonly: Vec<CString>,
+    /// A procfs is mounted on the container's /proc: the init reaches its
+    /// own fds through it (isolation.rs: no host /proc is kept).
+    pub proc_mounted: bool,
     pub process: ProcessPlan,
     pub sysctls: Vec<crate::sysctl::Sysctl>,
     /// personality(2) persona for linux.personality.
@@ -84,7 +87,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(spec: &Spec, bundle: &Path, no_pivot: bool) -> Result<Plan> {
+    /// `overlay`: the copy-on-write root the child mounts on the rootfs dir
+    /// (`capsa run`); config paths are then resolved through its layers.
+    pub fn new(spec: &Spec, bundle: &Path, no_pivot: bool, overlay: Option<&crate::overlay::Overlay>) -> Result<Plan> {
         let root = spec.root().as_ref().ok_or_else(|| Error::msg("config.json has no root"))?;
         let rootfs_path = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
         match std::fs::metadata(&rootfs_path) {
@@ -137,7 +142,15 @@ impl Plan {
             return Err(Error::msg("config.json sets a hostname but gives the container no UTS namespace"));
         }
 
-        let resolver = std::cell::RefCell::new(RootResolver::new(&rootfs_path).map_err(|e| Error::sys("open rootfs", &rootfs_path, e))?);
+        let overlay_plan = overlay.map(|ov| ov.plan(&ov.upper.parent().unwrap_or(Path::new("/")).join("lower-links"))).transpose()?;
+        let resolver = match overlay {
+            None => RootResolver::new(&rootfs_path).map_err(|e| Error::sys("open rootfs", &rootfs_path, e))?,
+            Some(ov) => {
+                let layers: Vec<&Path> = std::iter::once(ov.upper.as_path()).chain(ov.lower.iter().rev().map(PathBuf::as_path)).collect();
+                RootResolver::layered(&rootfs_path, &layers).map_err(|e| Error::sys("open the overlay's layers for", &rootfs_path, e))?
+            }
+        };
+        let resolver = std::cell::RefCell::new(resolver);
         let inside = |dest: &Path| -> Result<CString> {
             let resolved = resolver.borrow_mut().resolve(dest).map_err(|e| Error::sys("resolve in rootfs", dest, e))?;
             Ok(cstring(&resolved.to_string_lossy()))
@@ -145,6 +158,7 @@ impl Plan {
         let mut mounts = Vec::new();
         let mut cgroup_mounts = Vec::new();
         let mut dev_is_tmpfs = false;
+        let mut proc_mounted = false;
         for m in spec.mounts().iter().flatten() {
             let dest = m.destination();
             if !dest.is_absolute() {
@@ -167,6 +181,9 @@ impl Plan {
             }
             if dest == Path::new("/dev") && !bind {
                 dev_is_tmpfs = true;
+            }
+            if lexically_clean(dest) == Path::new("/proc") {
+                proc_mounted = fstype == "proc" && !bind;
             }
             let dest_text = dest.to_string_lossy();
             let target = inside(dest)?;
@@ -244,7 +261,7 @@ impl Plan {
 
         Ok(Plan {
             rootfs: cstring(&rootfs_path.to_string_lossy()),
-            overlay: None,
+            overlay: overlay_plan,
             rootfs_path,
             readonly_root: root.readonly().unwrap_or(false),
             no_pivot,
@@ -262,6 +279,7 @@ impl Plan {
             dev_links,
             masked: linux.masked_paths().iter().flatten().map(|p| cstring(p)).collect(),
             readonly: linux.readonly_paths().iter().flatten().map(|p| cstring(p)).collect(),
+            proc_mounted,
             process: process_plan(spec)?,
             sysctls,
             personality,
@@ -377,7 +395,7 @@ pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         args: args.iter().map(|a| cstring(a)).collect(),
         env: env.iter().map(|e| cstring(e)).collect(),
         candidates: candidates.iter().map(|c| cstring(c)).collect(),
-        cwd: cstring(&p.cwd().to_string_lossy()),
+        cwd: cstring(&lexically_clean(p.cwd()).to_string_lossy()),
         uid: user.uid(),
         gid: user.gid(),
         groups: user.additional_gids().clone().unwrap_or_default(),
@@ -391,6 +409,22 @@ pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         oom_score_adj: p.oom_score_adj(),
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::compile_cached).transpose()?,
     })
+}
+
+/// An absolute path with `.`, `..` and repeated slashes taken out, as if
+/// resolved at "/" (where `..` stays): `/../../tmp/./x` is `/tmp/x`.
+pub fn lexically_clean(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(part) => clean.push(part),
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    clean
 }
 
 /// Where `arg0` may be found: itself when it has a slash, else each PATH entry.
@@ -452,7 +486,7 @@ mod tests {
     #[test]
     fn translates_a_config() {
         let (dir, spec) = bundle(BASE);
-        let plan = Plan::new(&spec, &dir, false).unwrap();
+        let plan = Plan::new(&spec, &dir, false, None).unwrap();
         assert!(plan.readonly_root);
         assert_eq!(plan.new_namespaces, (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS) as u64);
         assert_eq!(plan.join, vec![(libc::CLONE_NEWNET, PathBuf::from("/proc/1/ns/net"))]);
@@ -471,7 +505,7 @@ mod tests {
     #[test]
     fn cgroup_mount_on_v1_binds_each_hierarchy() {
         let (dir, spec) = bundle(BASE);
-        let mut plan = Plan::new(&spec, &dir, false).unwrap();
+        let mut plan = Plan::new(&spec, &dir, false, None).unwrap();
         let cg = Cgroup {
             path: "/capsa/x".into(),
             dirs: vec!["/sys/fs/cgroup/memory/capsa/x".into(), "/sys/fs/cgroup/pids/capsa/x".into()],
@@ -488,11 +522,11 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let (dir, spec) = bundle(&BASE.replace(r#"["sh","-c","true"]"#, "[]"));
-        assert!(Plan::new(&spec, &dir, false).unwrap_err().0.contains("args"));
+        assert!(Plan::new(&spec, &dir, false, None).unwrap_err().0.contains("args"));
         let (dir2, spec) = bundle(&BASE.replace(r#""path":"rootfs""#, r#""path":"nope""#));
-        assert!(Plan::new(&spec, &dir2, false).unwrap_err().0.contains("nope"));
+        assert!(Plan::new(&spec, &dir2, false, None).unwrap_err().0.contains("nope"));
         let (dir3, spec) = bundle(&BASE.replace(r#"{"type":"uts"},"#, ""));
-        assert!(Plan::new(&spec, &dir3, false).unwrap_err().0.contains("UTS"));
+        assert!(Plan::new(&spec, &dir3, false, None).unwrap_err().0.contains("UTS"));
         for d in [dir, dir2, dir3] {
             let _ = std::fs::remove_dir_all(d);
         }

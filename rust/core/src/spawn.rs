@@ -121,12 +121,19 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         None
     };
 
+    // The init reopens the fifo through its own /proc once set up; a host
+    // /proc dir fd only for a container without one (isolation.rs).
     let fifo = match opts.exec_fifo {
         Some(path) => {
-            let proc_dir = open_path(Path::new("/proc"), OFlag::O_PATH | OFlag::O_DIRECTORY, "/proc")?;
             let fifo_fd = open_path(path, OFlag::O_PATH, "exec fifo")?;
-            let rel = CString::new(format!("self/fd/{}", fifo_fd.as_raw_fd())).unwrap_or_default();
-            Some((proc_dir, fifo_fd, rel))
+            let n = fifo_fd.as_raw_fd();
+            let (proc_dir, path) = if plan.proc_mounted {
+                (None, format!("/proc/self/fd/{n}"))
+            } else {
+                (Some(open_path(Path::new("/proc"), OFlag::O_PATH | OFlag::O_DIRECTORY, "/proc")?), format!("self/fd/{n}"))
+            };
+            let path = CString::new(path).unwrap_or_default();
+            Some((proc_dir, fifo_fd, path))
         }
         None => None,
     };
@@ -163,7 +170,11 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         parent_sync: parent_sock.as_raw_fd(),
         join: &join_raw,
         console: console.as_ref().map(|c| c.as_raw_fd()),
-        fifo: fifo.as_ref().map(|(p, _, rel)| (p.as_raw_fd(), rel.as_c_str())),
+        fifo: fifo.as_ref().map(|(dir, fd, path)| init::ExecFifo {
+            fd: fd.as_raw_fd(),
+            proc_dir: dir.as_ref().map_or(libc::AT_FDCWD, |d| d.as_raw_fd()),
+            path: path.as_c_str(),
+        }),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         preserve_fds: opts.preserve_fds,
@@ -174,11 +185,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     };
 
     let reached_exec = std::sync::atomic::AtomicBool::new(false);
+    // The init is born non-dumpable: /proc/<init>/exe is our binary until its execve (isolation.rs).
+    let non_dumpable = crate::isolation::NonDumpable::hold();
     if at_once {
         cx.at_once = Some(init::AtOnce { reached_exec: &reached_exec });
         let before = crate::state::boot_ticks();
         let cloned = with_pid_namespace(pid_ns.as_ref(), || clone_vm::clone_and_run(flags, cgroup_fd.as_ref(), &cx), |_| false)?;
         if let Some(pid) = cloned {
+            drop(non_dumpable);
             drop(child_sock);
             drop(join_files);
             // The kernel stamps the start time within the clone: where the
@@ -198,6 +212,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
         init::run(&cx);
     }
+    drop(non_dumpable);
     drop(child_sock);
     let (mut pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
     if two_stage {
@@ -230,6 +245,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
         if let Some(map) = &plan.gid_map {
             write_proc(pid, "gid_map", map)?;
+        }
+        if let (Some(adj), true) = (plan.process.oom_score_adj, plan.userns()) {
+            write_proc(pid, "oom_score_adj", &adj.to_string())?;
         }
         if !self_join || (cgroup_fd.is_some() && !attached) {
             // (A clone3 without CLONE_INTO_CGROUP, on an old kernel: all of them.)

@@ -11,7 +11,7 @@
 
 mod decompress;
 mod extract;
-mod root;
+pub(crate) mod root;
 mod safe_path;
 mod whiteout;
 
