@@ -218,7 +218,8 @@ def mounts_for(opts: RunOptions, container_dir: Path, volumes_dir: Path) -> tupl
             data = volumes_dir / src / "_data"
             data.mkdir(parents=True, exist_ok=True)
             src, kind = str(data), "volume"
-        mounts.append({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"] + (["ro"] if mode == "ro" else [])})
+        # ro is read-only all the way down (rro), mounts under the source included, as Docker 25 does.
+        mounts.append({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"] + (["rro"] if mode == "ro" else [])})
         shown.append({"Type": kind, "Name": name, "Source": src, "Destination": dest, "Mode": mode, "RW": mode == "rw", "Propagation": "rprivate"})
     for t in opts.tmpfs:
         dest, _, topts = t.partition(":")

@@ -9,7 +9,7 @@ use crate::spawn::{self, Spawned};
 use crate::state::{self, State, Status, EXEC_FIFO};
 use oci_spec::runtime::Spec;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     let linux = spec.linux().clone().unwrap_or_default();
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), id, opts.systemd_cgroup)?;
 
-    std::fs::create_dir_all(root).map_err(|e| Error::io("create state root", root, e))?;
+    // Made 0700, as runc's: other users have no business with container state.
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(|e| Error::io("create state root", root, e))?;
     let dir = state::dir(root, id);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}

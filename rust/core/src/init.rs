@@ -498,7 +498,10 @@ fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) }, "stop keeping capabilities")?;
     if let Some(c) = &p.caps {
         caps::set(c).map_err(|e| Failure::bare("capset", e))?;
-        caps::raise_ambient(c.ambient, p.last_cap).map_err(|(cap, e)| Failure::new("raise ambient capability", caps::name(cap), e))?;
+        // The kernel raises only what is permitted and inheritable; runc
+        // runs its own default spec (ambient, no inheritable) as if the
+        // others were not asked for, and so do we.
+        caps::raise_ambient(c.ambient & c.permitted & c.inheritable, p.last_cap).map_err(|(cap, e)| Failure::new("raise ambient capability", caps::name(cap), e))?;
     }
     Ok(())
 }

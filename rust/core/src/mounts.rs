@@ -24,6 +24,9 @@ pub struct Options {
     pub flags: u64,
     pub propagation: u64,
     pub data: String,
+    /// `rro`: read-only all the way down, the mounts under a bind included
+    /// (`ro` makes only the top one read-only, as mount(2) does).
+    pub recursive_ro: bool,
 }
 
 /// Parse mount(8)-style options as config.json carries them.
@@ -35,6 +38,10 @@ pub fn parse_options<S: AsRef<str>>(options: &[S]) -> Options {
         let (set, clear): (u64, u64) = match opt {
             "defaults" => (0, 0),
             "ro" => (libc::MS_RDONLY, 0),
+            "rro" => {
+                o.recursive_ro = true;
+                (libc::MS_RDONLY, 0)
+            }
             "rw" => (0, libc::MS_RDONLY),
             "nosuid" => (libc::MS_NOSUID, 0),
             "suid" => (0, libc::MS_NOSUID),
@@ -105,6 +112,8 @@ pub struct MountOp {
     /// For binds: the second call that applies ro/nosuid/nodev/noexec.
     pub remount: Option<u64>,
     pub propagation: u64,
+    /// mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY) once made (`rro`).
+    pub recursive_ro: bool,
     /// Where a mount of this type is refused (sysfs in a user namespace without
     /// its own network namespace), bind this host path instead.
     pub fallback_bind: Option<CString>,
@@ -130,6 +139,7 @@ impl MountOp {
             bind,
             remount,
             propagation: options.propagation,
+            recursive_ro: options.recursive_ro,
             fallback_bind: None,
         }
     }
@@ -163,8 +173,30 @@ impl MountOp {
             mount(std::ptr::null(), &self.target, std::ptr::null(), self.propagation, std::ptr::null())
                 .map_err(|e| fail("set propagation of", e))?;
         }
+        if self.recursive_ro {
+            recursive_read_only(&self.target).map_err(|e| fail("make recursively read-only", e))?;
+        }
         Ok(())
     }
+}
+
+/// mount_setattr(2) with AT_RECURSIVE: the mount at `target` and every
+/// mount under it read-only (Linux 5.12).
+pub fn recursive_read_only(target: &CStr) -> Result<(), i32> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: mount_setattr reads `attr` (of the size given) and the NUL-terminated target.
+    let r = unsafe {
+        libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, target.as_ptr(), libc::AT_RECURSIVE as libc::c_uint, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+    };
+    if r == 0 { Ok(()) } else { Err(errno()) }
 }
 
 pub fn cstring(s: &str) -> CString {

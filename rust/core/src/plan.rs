@@ -321,7 +321,7 @@ impl Plan {
                 ops.push(MountOp::new(&cg.dirs[0].to_string_lossy(), op.target.clone(), &dest, "bind", &bind));
             } else {
                 let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                let tmpfs = Options { flags: base, propagation: 0, data: "mode=755".into() };
+                let tmpfs = Options { flags: base, data: "mode=755".into(), ..Default::default() };
                 ops.push(MountOp::new("tmpfs", op.target.clone(), &dest, "tmpfs", &tmpfs));
                 for dir in &cg.dirs {
                     let Ok(rel) = dir.strip_prefix(cgroups::ROOT) else { continue };
@@ -331,7 +331,7 @@ impl Plan {
                     ops.push(MountOp::new(&dir.to_string_lossy(), cstring(&format!("{target}/{name}")), &format!("{dest}/{name}"), "bind", &bind));
                 }
                 if ro != 0 {
-                    let remount = Options { flags: libc::MS_REMOUNT | base | ro, propagation: 0, data: "mode=755".into() };
+                    let remount = Options { flags: libc::MS_REMOUNT | base | ro, data: "mode=755".into(), ..Default::default() };
                     ops.push(MountOp::new("tmpfs", op.target.clone(), &dest, "tmpfs", &remount));
                 }
             }

@@ -23,6 +23,19 @@ impl Cgroup {
         v1.or_else(|| self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()).map(|d| Freezer::V2(d)))
     }
 
+    /// A process put in a frozen cgroup stops at once: a start would never
+    /// end (the runtime waits for the init in an unkillable vfork), so
+    /// create refuses such a cgroup, as runc does.
+    pub fn is_frozen(&self) -> bool {
+        match self.freezer() {
+            Some(Freezer::V1(dir)) => read(dir, "freezer.state").is_ok_and(|s| s != "THAWED"),
+            // cgroup.events says whether an ancestor's freeze holds this one too.
+            Some(Freezer::V2(dir)) => std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
+                || read(dir, "cgroup.freeze").is_ok_and(|s| s == "1"),
+            None => false,
+        }
+    }
+
     /// Freeze every process in the cgroup; returns once they all are.
     pub fn freeze(&self) -> Result<()> {
         match self.freezer() {

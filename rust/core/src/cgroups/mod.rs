@@ -142,7 +142,12 @@ impl Cgroup {
                 })
             }
         };
-        let result = result.and_then(|_| devices::apply(&cg, mode, resources));
+        let result = result.and_then(|_| devices::apply(&cg, mode, resources)).and_then(|_| {
+            if cg.is_frozen() {
+                return Err(Error::msg(format!("cgroup {path} is frozen: a container cannot start in it (thaw it first)")));
+            }
+            Ok(())
+        });
         match result {
             Ok(()) => Ok(cg),
             Err(e) => {
