@@ -12,6 +12,12 @@ Fixtures (session-scoped, each torn down with its processes and temp dirs):
 
 Other test modules use them as they are (conftest imports them) and build
 images with `registry.push_image("repo", "tag")` / `registry.push_index(...)`.
+Hostile images (a config whose Cmd is 3, a manifest that is `[]`) go up
+with `registry.push_raw(...)`: the registry stores what it accepts (any
+config blob, a negative size); what it refuses to store (a manifest that is
+not an object, a size that is a string) a FaultProxy in front of it serves
+in its place (Fault kind "serve"), so the client still talks to the real
+registry for everything else.
 The registries are shared by the whole session, and equal content is one
 blob in them: a test that corrupts stored blobs (registry.blob_path) must
 corrupt only content of its own, e.g. build_image(files={"id": os.urandom(16)}).
@@ -227,6 +233,18 @@ def build_image(*, fmt: str = "oci", os_name: str = "linux", architecture: str =
     return TestImage(config_blob, layers_blobs, diff_ids,
                      Blob(json.dumps(manifest, indent=2).encode(), manifest_type),
                      "/".join(x for x in (os_name, architecture, variant) if x))
+
+
+def with_config(image: TestImage, config: bytes | dict) -> TestImage:
+    """`image` with another config (raw bytes, or a dict serialised as is),
+    its manifest rebuilt to name it."""
+    data = config if isinstance(config, bytes) else json.dumps(config, sort_keys=True).encode()
+    config_blob = Blob(data, image.config.media_type)
+    manifest = {"schemaVersion": 2, "mediaType": image.manifest.media_type,
+                "config": config_blob.descriptor(),
+                "layers": [layer.descriptor() for layer in image.layers]}
+    return TestImage(config_blob, image.layers, image.diff_ids,
+                     Blob(json.dumps(manifest, indent=2).encode(), image.manifest.media_type), image.platform)
 
 
 def build_index(images: list[TestImage], fmt: str = "oci") -> Blob:
@@ -446,6 +464,24 @@ class Registry:
                                 image.manifest.media_type)
         return image
 
+    def push_raw(self, repository: str, tag: str, manifest: bytes, media_type: str,
+                 blobs=(), proxy: "FaultProxy | None" = None) -> str:
+        """Push `blobs`, then `manifest` byte for byte under `tag`. If the
+        registry refuses to store it (it checks manifests), `proxy` serves
+        it for that tag instead. Returns who serves it: "registry" or "proxy"."""
+        from capsa.registry.errors import RegistryError
+        with self.client() as client:
+            self._push_blobs(client, repository, blobs)
+            try:
+                client.put_manifest(repository, tag, manifest, media_type)
+                return "registry"
+            except RegistryError:       # 400 MANIFEST_INVALID; a 500 for some (schemaVersion 1)
+                if proxy is None:
+                    raise
+        proxy.faults.append(Fault("serve", f"/v2/{repository}/manifests/{tag}", times=1 << 30,
+                                  body=manifest, content_type=media_type, method="GET"))
+        return "proxy"
+
     def push_index(self, repository: str, tag: str = "latest",
                    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64", "linux/arm/v7"),
                    fmt: str = "oci") -> tuple[Blob, list[TestImage]]:
@@ -579,12 +615,14 @@ def registry_token():
 
 @dataclass
 class Fault:
-    kind: str                 # "status" | "cut" | "redirect"
+    kind: str                 # "status" | "cut" | "redirect" | "serve"
     path_contains: str
     times: int = 1            # how many matching requests it applies to
     status: int = 503
     location: str = ""        # for "redirect": the URL prefix; the request path is appended
     method: str | None = None  # only requests with this method
+    body: bytes = b""         # for "serve": the 200 answer's body and Content-Type
+    content_type: str = ""
 
 
 @dataclass
@@ -618,8 +656,8 @@ class FaultProxy:
     """HTTP/1.1 proxy for one upstream, one request per connection (it asks
     the upstream to close after each), recording requests and applying the
     first matching Fault: answer `status` itself, relay half of the
-    response body then drop the connection (`cut`), or answer 307 to
-    `location` + path (`redirect`)."""
+    response body then drop the connection (`cut`), answer 307 to
+    `location` + path (`redirect`), or answer 200 with `body` (`serve`)."""
 
     def __init__(self, upstream: str, bind: str = "127.0.0.1"):
         self.upstream_host, port = upstream.rsplit(":", 1)
@@ -630,10 +668,22 @@ class FaultProxy:
         self.host = f"{bind}:{self.listener.getsockname()[1]}"
         self._lock = threading.Lock()
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def close(self):
+        """Stop accepting, and wait for the accepting thread to end. A bare
+        close() left that thread in its accept loop while the fd number was
+        reused by the next listening socket of the session (a token
+        server's): the proxy then took connections meant for that server and
+        relayed them to its registry, which answered 404 (a test of the token
+        flow failed after any test with a proxy)."""
         self._closed = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)    # wakes the blocked accept()
+        except OSError:
+            pass
+        self._acceptor.join(timeout=5)
         self.listener.close()
 
     def _accept(self):
@@ -671,6 +721,11 @@ class FaultProxy:
             if fault and fault.kind == "status":
                 conn.sendall(f"HTTP/1.1 {fault.status} Injected\r\nContent-Length: 0\r\n"
                              "Connection: close\r\n\r\n".encode())
+                return
+            if fault and fault.kind == "serve":
+                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {fault.content_type}\r\n"
+                             f"Content-Length: {len(fault.body)}\r\nConnection: close\r\n\r\n"
+                             .encode() + fault.body)
                 return
             if fault and fault.kind == "redirect":
                 conn.sendall(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: "

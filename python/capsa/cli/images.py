@@ -350,14 +350,18 @@ def load_command(
         if input_ is None or str(input_) == "-":
             if sys.stdin.isatty():
                 fail("requested load from stdin, but stdin is empty (use -i FILE)")
-            with store.writing():
-                tmp = store.temp_path("stdin-")
-                with open(tmp, "wb") as f:
-                    shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
-                try:
-                    load(store, str(tmp), progress)
-                finally:
-                    tmp.unlink(missing_ok=True)
+            try:
+                with store.writing():
+                    tmp = store.temp_path("stdin-")
+                    try:
+                        with open(tmp, "wb") as f:
+                            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+                        load(store, str(tmp), progress, name="the archive on stdin")
+                    finally:
+                        tmp.unlink(missing_ok=True)
+            except BaseException:
+                store.collect()     # what the load stored (it could not collect under our lock)
+                raise
         else:
             if not input_.is_file():
                 fail(f"open {input_}: no such file")

@@ -12,15 +12,19 @@ its digest, every layer against the config's diff IDs."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import posixpath
 import tarfile
+import zlib
 from typing import BinaryIO
 
-from capsa.errors import CapsaError
+from capsa.errors import BadInput, NotFound
+from capsa.image import schema
 from capsa.image.progress import Progress
 from capsa.image.reference import InvalidReference, Reference
 from capsa.image.store import DigestError, Image, Store, chain_ids, hex_of, naming, sha256_digest
@@ -31,8 +35,8 @@ NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 
 
-class ArchiveError(CapsaError):
-    pass
+class ArchiveError(BadInput):
+    """An archive that is not one, or whose contents break their formats."""
 
 
 # ---------------------------------------------------------------------- save
@@ -42,7 +46,7 @@ def save(store: Store, names: list[str], out: BinaryIO) -> None:
     for name in names:
         image_id, by_tag = store.resolve(name)
         if image_id is None:
-            raise ArchiveError(f"No such image: {name}")
+            raise NotFound(f"No such image: {name}")
         image = store.get(image_id)
         tags = [Reference.parse(by_tag).familiar] if by_tag else []     # by ID or digest: no name
         images.append((image, tags))
@@ -103,28 +107,43 @@ def _add_file(tar: tarfile.TarFile, name: str, path) -> None:
 
 # ---------------------------------------------------------------------- load
 
-def load(store: Store, path: str, progress: Progress) -> list[Image]:
-    """Load every image of the archive at `path` (a regular file)."""
+def load(store: Store, path: str, progress: Progress, name: str | None = None) -> list[Image]:
+    """Load every image of the archive at `path` (a regular file; `name` is
+    what messages call it, default its path). Every document in it is
+    checked before anything is stored; on a failure what the load stored is
+    collected again (by the caller, if it holds the store's writer lock)."""
+    name = name or path
     try:
         tar = tarfile.open(path, mode="r:*")
     except (tarfile.TarError, OSError) as e:
-        raise ArchiveError(f"{path} is not a tar archive of images: {e}") from None
-    with tar, store.writing():
-        members = {_clean(m.name): m for m in tar.getmembers()}
-        reader = _Reader(store, tar, members, path)
-        if "manifest.json" in members:
-            images = reader.docker_archive()
-        elif "index.json" in members:
-            images = reader.oci_archive()
-        else:
-            raise ArchiveError(f"{path} has neither manifest.json (docker-archive) nor index.json "
-                               "(OCI archive)")
+        raise ArchiveError(f"{name} is not a tar archive of images: {e}") from None
+    try:
+        with tar, store.writing():
+            members = {_clean(m.name): m for m in tar.getmembers()}
+            reader = _Reader(store, tar, members, name)
+            if "manifest.json" in members:
+                images = reader.docker_archive()
+            elif "index.json" in members:
+                images = reader.oci_archive()
+            else:
+                raise ArchiveError(f"{name} has neither manifest.json (docker-archive) nor index.json "
+                                   "(OCI archive)")
+    except _BROKEN_STREAM as e:
+        store.collect()
+        raise ArchiveError(f"{name} is truncated or corrupt: {e or type(e).__name__}") from None
+    except BaseException:
+        store.collect()
+        raise
     for image, tags in images:
         for tag in tags:
             progress.message(f"Loaded image: {Reference.parse(tag).familiar}")
         if not tags:
             progress.message(f"Loaded image ID: {image.id}")
     return [image for image, _ in images]
+
+
+# What reading a damaged tar (or its gzip/xz/bz2 stream) raises.
+_BROKEN_STREAM = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
 
 
 def _clean(name: str) -> str:
@@ -174,68 +193,71 @@ class _Reader:
         self.store.adopt_blob(tmp, actual)
         return actual, size
 
-    def _layers(self, config: dict, blobs: list[str], what: str):
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(blobs):
-            raise ArchiveError(f"{self.path}: {what} has {len(blobs)} layers but its config "
-                               f"{len(diff_ids)} diff IDs")
-        chains = chain_ids(diff_ids)
+    def _layers(self, config: dict, blobs: list[str]):
+        diff_ids = config["rootfs"]["diff_ids"]
         return [self.store.ensure_layer(c, d, self.store.blob_path(b))
-                for c, d, b in zip(chains, diff_ids, blobs)]
+                for c, d, b in zip(chain_ids(diff_ids), diff_ids, blobs)]
 
     def docker_archive(self) -> list[tuple[Image, list[str]]]:
-        try:
-            entries = json.loads(self.read("manifest.json"))
-            assert isinstance(entries, list)
-        except (ValueError, AssertionError):
-            raise ArchiveError(f"{self.path}: manifest.json is not a docker-archive manifest") from None
-        loaded = []
-        for entry in entries:
+        entries = schema.docker_archive(self.read("manifest.json"), f"{self.path}: manifest.json")
+        checked = []
+        for entry in entries:       # every config checked before anything is stored
             config_bytes = self.read(entry["Config"])
+            config = schema.config(config_bytes, f"{self.path}: the image config {entry['Config']}")
+            schema.same_layer_count(entry["Layers"], config["rootfs"]["diff_ids"],
+                                    f"{self.path}: the image {entry['Config']}")
+            checked.append((entry, config_bytes, config))
+        loaded = []
+        for entry, config_bytes, config in checked:
             config_digest = self.store.write_blob(config_bytes)
-            config = json.loads(config_bytes)
             layer_descs = []
-            for name in entry.get("Layers") or []:
+            for name in entry["Layers"]:
                 digest, size = self.copy_blob(name)
                 layer_descs.append({"mediaType": _layer_media_type(self.store.blob_path(digest)),
                                     "digest": digest, "size": size})
-            layers = self._layers(config, [d["digest"] for d in layer_descs], entry["Config"])
+            layers = self._layers(config, [d["digest"] for d in layer_descs])
             manifest = json.dumps({
                 "schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST,
                 "config": {"mediaType": mediatypes.OCI_CONFIG, "digest": config_digest,
                            "size": len(config_bytes)},
                 "layers": layer_descs}, separators=(",", ":")).encode()
             self.store.write_blob(manifest)
-            tags = [_tag_name(t) for t in entry.get("RepoTags") or []]
+            tags = [t for t in (_tag_name(t) for t in entry.get("RepoTags") or []) if t]
             image = self.store.commit_image(config=config_bytes, manifest=manifest,
                                             manifest_media_type=mediatypes.OCI_MANIFEST, layers=layers,
-                                            layer_blobs=[d["digest"] for d in layer_descs],
-                                            tags=[t for t in tags if t])
-            loaded.append((image, [t for t in tags if t]))
+                                            layer_blobs=[d["digest"] for d in layer_descs], tags=tags)
+            loaded.append((image, tags))
         return loaded
 
     def oci_archive(self) -> list[tuple[Image, list[str]]]:
         from capsa.registry.platform import resolve_platform
-        index = json.loads(self.read("index.json"))
-        loaded = []
-        for descriptor in index.get("manifests") or []:
+        index = schema.index(self.read("index.json"), f"{self.path}: index.json")
+        checked = []
+        for descriptor in index["manifests"]:   # every document checked before anything is stored
             annotations = descriptor.get("annotations") or {}
             name = annotations.get(NAME_ANNOTATION) or ""
             ref_name = annotations.get(REF_ANNOTATION) or ""
             if not name and ("/" in ref_name or ":" in ref_name):
                 name = ref_name     # a full name; a bare tag names no repository
-            if descriptor.get("mediaType") in mediatypes.INDEXES:
-                nested = json.loads(self._blob_bytes(descriptor["digest"]))
+            if descriptor["mediaType"] in mediatypes.INDEXES:
+                nested = schema.index(self._blob_bytes(descriptor["digest"]),
+                                      f"{self.path}: the image index {descriptor['digest']}")
                 descriptor = resolve_platform(nested)
             manifest_bytes = self._blob_bytes(descriptor["digest"])
-            manifest = json.loads(manifest_bytes)
-            media_type = descriptor.get("mediaType") or manifest.get("mediaType") or mediatypes.OCI_MANIFEST
+            manifest = schema.manifest(manifest_bytes, f"{self.path}: the manifest {descriptor['digest']}")
             config_bytes = self._blob_bytes(manifest["config"]["digest"])
+            config = schema.config(config_bytes, f"{self.path}: the image config {manifest['config']['digest']}")
+            schema.same_layer_count(manifest["layers"], config["rootfs"]["diff_ids"],
+                                    f"{self.path}: the manifest {descriptor['digest']}")
+            media_type = descriptor.get("mediaType") or manifest.get("mediaType") or mediatypes.OCI_MANIFEST
+            checked.append((name, media_type, manifest_bytes, manifest, config_bytes, config))
+        loaded = []
+        for name, media_type, manifest_bytes, manifest, config_bytes, config in checked:
             layer_digests = []
-            for d in manifest.get("layers") or []:
+            for d in manifest["layers"]:
                 self.copy_blob(_blob_name(d["digest"]), d["digest"])
                 layer_digests.append(d["digest"])
-            layers = self._layers(json.loads(config_bytes), layer_digests, descriptor["digest"])
+            layers = self._layers(config, layer_digests)
             self.store.write_blob(config_bytes)
             self.store.write_blob(manifest_bytes)
             tag = _tag_name(name)

@@ -62,6 +62,16 @@ def _copy_uncompressed(source: BinaryIO, out: BinaryIO) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
+def _json_strings(text: str, change: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CapsaError(f"--change {change!r}: not a JSON array of strings")
+    return value
+
+
 def apply_changes(config: dict, changes: list[str]) -> None:
     """Dockerfile instructions of `docker import --change`: CMD, ENTRYPOINT, ENV,
     WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL, VOLUME."""
@@ -70,10 +80,7 @@ def apply_changes(config: dict, changes: list[str]) -> None:
         keyword, rest = keyword.upper(), rest.strip()
         if keyword in ("CMD", "ENTRYPOINT"):
             if rest.startswith("["):
-                try:
-                    value = json.loads(rest)
-                except ValueError:
-                    raise CapsaError(f"--change {change!r}: not a JSON array") from None
+                value = _json_strings(rest, change)
             else:
                 value = ["/bin/sh", "-c", rest]
             config["Cmd" if keyword == "CMD" else "Entrypoint"] = value
@@ -98,7 +105,7 @@ def apply_changes(config: dict, changes: list[str]) -> None:
             config["StopSignal"] = rest
         elif keyword in ("EXPOSE", "VOLUME"):
             key = "ExposedPorts" if keyword == "EXPOSE" else "Volumes"
-            for item in (json.loads(rest) if rest.startswith("[") else rest.split()):
+            for item in (_json_strings(rest, change) if rest.startswith("[") else rest.split()):
                 if keyword == "EXPOSE" and "/" not in item:
                     item += "/tcp"
                 config.setdefault(key, {})[item] = {}

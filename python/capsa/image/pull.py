@@ -7,11 +7,11 @@ recorded only when all are in place."""
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from capsa.errors import CapsaError
+from capsa.image import schema
 from capsa.image.interrupt import Cancel, on_worker
 from capsa.image.progress import Progress, for_output
 from capsa.image.reference import Reference
@@ -28,16 +28,6 @@ def concurrent_downloads() -> int:
         return max(1, int(text)) if text else DEFAULT_CONCURRENT_DOWNLOADS
     except ValueError:
         raise CapsaError(f"CAPSA_MAX_CONCURRENT_DOWNLOADS={text!r}: not a number") from None
-
-
-def _manifest_fields(doc: dict, what: str) -> tuple[dict, list[dict]]:
-    config, layers = doc.get("config"), doc.get("layers")
-    if doc.get("schemaVersion") != 2 or not isinstance(config, dict) or not isinstance(layers, list):
-        raise RegistryError(f"the manifest of {what} is not an image manifest (schema 2)")
-    for d in (config, *layers):
-        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
-            raise RegistryError(f"the manifest of {what} has a descriptor without a digest")
-    return config, layers
 
 
 def pull(store: Store, reference_text: str, *, platform: str | None = None, quiet: bool = False,
@@ -65,27 +55,20 @@ def _pull(store: Store, reference_text: str, platform: str | None, quiet: bool,
             top = client.get_manifest(ref.repository, ref.manifest_reference)
             manifest = top
             if mediatypes.is_index(top.media_type):
-                descriptor = resolve_platform(top.data, wanted)
+                descriptor = resolve_platform(schema.index(top.data, f"the image index of {what}"), wanted)
                 manifest = client.get_manifest(ref.repository, descriptor["digest"],
                                                accept=mediatypes.IMAGE_MANIFESTS)
             elif not mediatypes.is_image_manifest(top.media_type):
                 raise RegistryError(f"{what}: unsupported manifest type {top.media_type!r}")
-            config_desc, layer_descs = _manifest_fields(manifest.json(), what)
+            doc = schema.manifest(manifest.data, f"the manifest of {what}")
+            config_desc, layer_descs = doc["config"], doc["layers"]
             config_digest = config_desc["digest"]
-            hex_of(config_digest)
             with store.writing():
-                config_path = store.blob_path(config_digest)
-                if not config_path.exists():
-                    with naming(config_path):
-                        client.fetch_blob(ref.repository, config_digest, config_path, size=config_desc.get("size"),
-                                          progress=cancel.check)
-                config_bytes = config_path.read_bytes()
-                config = json.loads(config_bytes)
+                config_bytes, config = _fetch_config(store, client, ref.repository, config_desc, cancel,
+                                                     f"the image config of {what}")
                 _check_platform(config, wanted, what)
-                diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-                if len(diff_ids) != len(layer_descs):
-                    raise RegistryError(f"{what}: the manifest has {len(layer_descs)} layers but the config "
-                                        f"{len(diff_ids)} diff IDs")
+                diff_ids = config["rootfs"]["diff_ids"]
+                schema.same_layer_count(layer_descs, diff_ids, f"the manifest of {what}")
                 chains = chain_ids(diff_ids)
                 existing = store.lookup(config_digest)
                 records = _fetch_layers(store, client, ref.repository, layer_descs, diff_ids, chains, progress,
@@ -109,6 +92,27 @@ def _pull(store: Store, reference_text: str, platform: str | None, quiet: bool,
     finally:
         if own_progress:
             progress.close()
+
+
+def _fetch_config(store: Store, client, repository: str, desc: dict, cancel: Cancel,
+                  what: str) -> tuple[bytes, dict]:
+    """The config blob (bytes, parsed), checked before it enters blobs/:
+    fetched and verified into tmp/, moved to blobs/ only if valid."""
+    path = store.blob_path(desc["digest"])
+    if path.exists():
+        data = path.read_bytes()
+        return data, schema.config(data, what)
+    tmp = store.temp_path("config-")
+    try:
+        with naming(tmp):
+            client.fetch_blob(repository, desc["digest"], tmp, size=desc["size"], progress=cancel.check)
+        data = tmp.read_bytes()
+        config = schema.config(data, what)
+        store.adopt_blob(tmp, desc["digest"])
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(f".{tmp.name}.partial").unlink(missing_ok=True)
+    return data, config
 
 
 def _check_platform(config: dict, wanted, what: str) -> None:

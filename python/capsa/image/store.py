@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from capsa import db
-from capsa.errors import CapsaError, Conflict, NotFound
+from capsa.errors import BadInput, CapsaError, Conflict, NotFound
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -346,10 +346,14 @@ class Store:
                      layers: list[LayerRecord], layer_blobs: list[str],
                      tags: list[str] = (), repo_digests: list[str] = ()) -> Image:
         """Record an image whose blobs and layer dirs are all in place, in one
-        transaction; tags move to it from whatever image they named before."""
+        transaction; tags move to it from whatever image they named before.
+        The store's gate: a manifest or config that breaks its format is
+        never recorded (callers check theirs earlier, before storing files)."""
+        from capsa.image import schema
         image_id = sha256_digest(config)
-        cfg = json.loads(config)
-        diff_ids = cfg.get("rootfs", {}).get("diff_ids", [])
+        cfg = schema.config(config, f"the image config {image_id}")
+        schema.manifest(manifest, f"the manifest of image {short_id(image_id)}")
+        diff_ids = cfg["rootfs"]["diff_ids"]
         chains = chain_ids(diff_ids)
         if [r.chain_id for r in layers] != chains:
             raise CapsaError(f"image {short_id(image_id)}: layers do not match the config's rootfs")
@@ -593,7 +597,7 @@ def _layer_record(conn, chain_id: str) -> LayerRecord | None:
     return LayerRecord(row["chain_id"], row["diff_id"], row["blob_digest"], row["size"]) if row else None
 
 
-class DigestError(CapsaError):
+class DigestError(BadInput):
     """Content that does not have the digest it is named by."""
 
 

@@ -283,10 +283,8 @@ class RegistryClient:
         response, data = self._retrying(attempt)
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if media_type not in mediatypes.ALL_MANIFEST_TYPES:
-            try:
-                media_type = json.loads(data).get("mediaType") or media_type
-            except (ValueError, AttributeError):
-                raise RegistryError(f"the manifest of {what} is not JSON") from None
+            from capsa.image import schema
+            media_type = schema.document(data, f"the manifest of {what}").get("mediaType") or media_type
         digest = self._verify_manifest(data, reference, response.headers.get("docker-content-digest"),
                                        what)
         return Manifest(data, media_type, digest)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capsa.errors import CapsaError, NotFound
+from capsa.errors import BadInput, CapsaError, NotFound
 
 
 class RegistryError(CapsaError):
@@ -25,7 +25,7 @@ class RegistryUnreachable(RegistryError):
     """Connection refused, name not resolved, or the registry kept failing."""
 
 
-class DigestMismatch(RegistryError):
+class DigestMismatch(RegistryError, BadInput):
     """Content whose sha256 is not the digest it was asked for by."""
 
 

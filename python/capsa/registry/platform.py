@@ -4,7 +4,6 @@ an image index. Names are normalised as containerd does, so `x86_64`,
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -91,8 +90,10 @@ def resolve_platform(index: bytes | str | dict, platform: Platform | str | None 
     if isinstance(platform, str):
         platform = Platform.parse(platform)
     wanted = platform or host_platform()
-    doc = index if isinstance(index, dict) else json.loads(index)
-    candidates = [(d, Platform.from_descriptor(d)) for d in doc.get("manifests") or []]
+    if not isinstance(index, dict):
+        from capsa.image import schema
+        index = schema.index(index, "the image index")
+    candidates = [(d, Platform.from_descriptor(d)) for d in index.get("manifests") or []]
     same_arch = [(d, p) for d, p in candidates
                  if p and p.os == wanted.os and p.architecture == wanted.architecture]
     variants = _arm_fallbacks(wanted.variant) if wanted.architecture == "arm" else [wanted.variant]
