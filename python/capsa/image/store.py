@@ -173,9 +173,7 @@ class Store:
     @classmethod
     def open(cls, root: Path | None = None) -> Store:
         root = db.store_root(root)
-        for d in ("blobs/sha256", "layers", "tmp", "locks"):
-            (root / d).mkdir(parents=True, exist_ok=True)
-        conn = db.connect(root)
+        conn = db.connect(root)         # makes the root and its dirs, 0700
         conn.executescript(SCHEMA)
         store = cls(root, conn)
         store.sweep()
