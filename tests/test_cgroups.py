@@ -37,18 +37,37 @@ def needs_v1(*controllers):
     return pytest.mark.skipif(bool(missing), reason=f"no v1 hierarchy for {missing}")
 
 
+def v1_blkio_weight_file() -> str | None:
+    """The v1 file a blkio weight goes to on this host: blkio.weight (CFQ) or
+    blkio.bfq.weight (BFQ, shown only below the root cgroup), or None where
+    neither scheduler offers one. Asked of a cgroup made for the question."""
+    blkio = h.CGROUP_ROOT / "blkio"
+    if not (blkio / "cgroup.procs").exists():
+        return None
+    probe = blkio / f"capsa-test-probe-{os.getpid()}"
+    probe.mkdir()
+    try:
+        return next((f for f in ("blkio.weight", "blkio.bfq.weight") if (probe / f).exists()), None)
+    finally:
+        probe.rmdir()
+
+
 # ==========================================================================
 # cgroup v1 (the host's own view)
 # ==========================================================================
 
 @needs_v1("memory", "cpu", "cpuset", "pids", "blkio")
 def test_v1_limits_land_in_cgroup_files(ctx):
+    """Every limit, and the blkio weight where the host has a file for it
+    (only BFQ does now that CFQ is gone; without one, the core refuses a
+    weight: see test_v1_blkio_weight_without_bfq_is_refused)."""
+    weight_file = v1_blkio_weight_file()
     resources = {
         "memory": {"limit": 64 * MiB, "reservation": 32 * MiB},
         "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0",
                 "mems": "0"},
         "pids": {"limit": 50},
-        "blockIO": {"weight": 500},
+        "blockIO": {"weight": 500} if weight_file else {},
     }
     cid, _ = ctx.create(["sleep", "1000"], resources=resources)
     ctx.ok("start", cid)
@@ -62,11 +81,8 @@ def test_v1_limits_land_in_cgroup_files(ctx):
     assert read(v1_dir("cpuset", cid) / "cpuset.cpus") == "0"
     assert read(v1_dir("cpuset", cid) / "cpuset.mems") == "0"
     assert read(v1_dir("pids", cid) / "pids.max") == "50"
-    blkio = v1_dir("blkio", cid)
-    weight_file = blkio / "blkio.weight"
-    if not weight_file.exists():
-        weight_file = blkio / "blkio.bfq.weight"  # CFQ is gone; BFQ's knob
-    assert read(weight_file).splitlines()[0].split()[-1] == "500"
+    if weight_file:
+        assert read(v1_dir("blkio", cid) / weight_file).splitlines()[0].split()[-1] == "500"
 
     for controller in ("memory", "cpu", "cpuset", "pids", "blkio"):
         procs = h.cgroup_procs(v1_dir(controller, cid))
@@ -74,6 +90,77 @@ def test_v1_limits_land_in_cgroup_files(ctx):
 
     ctx.ok("delete", "--force", cid)
     ctx.assert_nothing_left(cid)
+
+
+@needs_v1("blkio")
+def test_v1_blkio_weight_without_bfq_is_refused(ctx):
+    """The runtime's contract (runc's too): a weight the host cannot honour
+    is an error naming it, and nothing is left behind."""
+    if v1_blkio_weight_file():
+        pytest.skip("this host has a blkio weight file (BFQ or CFQ)")
+    cid, bundle = ctx.bundle(["true"], resources={"blockIO": {"weight": 500}})
+    res = ctx.cli("create", "--bundle", bundle, cid)
+    ctx.assert_error(res, mentions=["blkio"], capsa_mentions=["blkio weight"])
+    assert ctx.cli("state", cid).returncode != 0
+    ctx.assert_nothing_left(cid)
+
+
+# --------------------------------------------------------------------------
+# capsa run --blkio-weight: Docker's behaviour on either kind of host
+# --------------------------------------------------------------------------
+
+BLKIO_WARNING = ("WARNING: Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+                 "Weight discarded.")
+
+
+@pytest.fixture(scope="module")
+def busybox_cli_root(base_dir):
+    import image_fixtures as imgs
+    return imgs.busybox_store(base_dir, "capsa-cgroups-root")
+
+
+@pytest.fixture
+def capsa_cli(busybox_cli_root):
+    import image_fixtures as imgs
+    with imgs.capsa_cli(busybox_cli_root) as run:
+        yield run
+
+
+def _host_blkio_weight() -> tuple[Path, str] | None:
+    """(hierarchy, weight file) of this host, or None: cgroup v2's io.weight
+    where the io controller is available, else the v1 file."""
+    controllers = h.CGROUP_ROOT / "cgroup.controllers"
+    if controllers.exists():
+        return (h.CGROUP_ROOT, "io.weight") if "io" in controllers.read_text().split() else None
+    weight_file = v1_blkio_weight_file()
+    return (h.CGROUP_ROOT / "blkio", weight_file) if weight_file else None
+
+
+def test_run_blkio_weight_lands_or_is_discarded_with_a_warning(capsa_cli):
+    """As Docker: where the host has a weight file, the weight is in it;
+    where it has none, one warning line on stderr and the container runs."""
+    host = _host_blkio_weight()
+    if host is None:
+        res = capsa_cli("run", "--rm", "--blkio-weight", "300", "busybox", "echo", "ran")
+        assert res.returncode == 0, res.describe()
+        assert res.stdout == "ran\n"
+        assert res.stderr.splitlines() == [BLKIO_WARNING], res.describe()
+        return
+    hierarchy, weight_file = host
+    res = capsa_cli("run", "-d", "--blkio-weight", "300", "busybox", "sleep", "60")
+    assert res.returncode == 0, res.describe()
+    assert BLKIO_WARNING not in res.stderr
+    cid = res.stdout.strip()
+    value = read(hierarchy / "capsa" / cid / weight_file).splitlines()[0].split()[-1]
+    want = str(1 + (300 - 10) * 9999 // 990) if weight_file == "io.weight" else "300"
+    assert value == want
+    assert capsa_cli("rm", "-f", cid).returncode == 0
+
+
+def test_run_blkio_weight_out_of_range_is_one_line(capsa_cli):
+    res = capsa_cli("run", "--rm", "--blkio-weight", "5", "busybox", "true")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == ["capsa: error: invalid --blkio-weight 5: the range is 10 to 1000"]
 
 
 V1_CONTROLLERS = ["memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices",
