@@ -297,6 +297,19 @@ def test_run_of_a_stored_image_with_a_wrong_config_is_one_line_and_125(root, cas
         assert_refused(capsa(root, *how, "stored:v1"), "the image config is invalid", mention)
     assert capsa(root, "ps", "-a", "-q").stdout == b""
     assert list((root / "containers").iterdir()) == []
+    for how in (["history"], ["image", "inspect"]):
+        assert_refused(capsa(root, *how, "stored:v1"), mention)
+
+
+def test_history_and_inspect_of_a_stored_config_with_bad_history_are_one_line(root):
+    proc = capsa(root, "import", "-", "stored:v1", input=busybox_tar())
+    assert proc.returncode == 0, proc.stderr.decode()
+    with sqlite3.connect(root / "capsa.db") as db:
+        config = json.loads(db.execute("SELECT config FROM images").fetchone()[0])
+        config["history"] = ["not an entry"]
+        db.execute("UPDATE images SET config=?", (json.dumps(config),))
+    for how in (["history"], ["image", "inspect"]):
+        assert_refused(capsa(root, *how, "stored:v1"), 'history[0] is "not an entry", not an object')
 
 
 # ------------------------------------------------------------- archives

@@ -197,7 +197,8 @@ def tag_command(
 # ------------------------------------------------------------------- inspect
 
 def inspect_document(store, image) -> dict:
-    cfg = image.config
+    from capsa.image import schema
+    cfg = schema.config(image.config, f"the image config {image.id}")    # one stored unchecked: one line
     return {
         "Id": image.id,
         "RepoTags": image.repo_tags,
@@ -284,7 +285,8 @@ def history_command(
     with open_store() as store:
         img = store.get(image)
         sizes = [store.layer_size(c) or 0 for c in img.chain_ids]
-    entries = img.config.get("history") or [{} for _ in sizes]
+    from capsa.image import schema
+    entries = schema.config(img.config, f"the image config {img.id}").get("history") or [{} for _ in sizes]
     layer = 0
     rows = []
     for entry in entries:
