@@ -334,3 +334,23 @@ def test_ps_fast_path_agrees_with_the_full_cli(capsa):
     bad = capsa("ps", "--format", "yaml")
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert capsa("rm", name).returncode == 0
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_start_failures_exit_as_docker(capsa, detach):
+    """127 command not found, 126 not executable, 125 anything else of the
+    engine, chosen from the core's step and errno (not from words), through
+    the CLI in-process and through capsa-monitor alike."""
+    flags = ["-d"] if detach else ["--rm"]
+    cases = [
+        (["busybox", "no-such-command"], 127, "executable file not found"),
+        (["busybox", "/no/such/file"], 127, "ENOENT"),
+        (["busybox", "/etc/passwd"], 126, "EACCES"),
+        (["busybox", "/etc"], 126, ""),
+        (["-w", "/proc/self/fd/9", "busybox", "true"], 125, "cwd"),
+    ]
+    for args, code, words in cases:
+        res = capsa("run", *flags, *args)
+        assert res.returncode == code, (args, res.describe())
+        assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.describe()
+        assert "Traceback" not in res.stderr

@@ -6,6 +6,7 @@ Skipped only when capsa.runtime cannot be imported (not built yet).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -659,3 +660,17 @@ def test_cli_sees_api_containers(api, runtime_bin):
     for k in ("id", "status", "pid", "bundle", "rootfs"):
         assert cli_state[k] == api_state[k], k
     api.rt.delete(cid, force=True)
+
+
+def test_container_error_keeps_its_fields(api):
+    """ContainerError carries the failed step, path and errno, and Docker's exit code for it."""
+    from capsa.runtime import ContainerError
+
+    cid, bundle = api.bundle(["/no/such/binary"])
+    with pytest.raises(ContainerError) as e:
+        api.rt.run(cid, str(bundle))
+    assert (e.value.step, e.value.path, e.value.errno) == ("exec", "/no/such/binary", errno.ENOENT)
+    assert e.value.start_exit_code == 127
+    with pytest.raises(ContainerError) as e:
+        api.rt.state("no-such-container")
+    assert e.value.errno is None or isinstance(e.value.errno, int)

@@ -15,15 +15,36 @@ use pyo3::types::{PyDict, PyType};
 
 create_exception!(_core, ContainerError, PyException, "A container operation failed; the message says which step, path and errno.");
 
-/// A core error becomes a ContainerError carrying its one-line message.
+/// A core error becomes a ContainerError carrying its one-line message and,
+/// where the core knows them, `step`, `path` and `errno` (else None), so
+/// that callers choose by fields, not by the message's words.
 trait OrRaise<T> {
     fn or_raise(self) -> PyResult<T>;
 }
 
 impl<T> OrRaise<T> for error::Result<T> {
     fn or_raise(self) -> PyResult<T> {
-        self.map_err(|e| ContainerError::new_err(e.0))
+        self.map_err(container_error)
     }
+}
+
+fn container_error(e: error::Error) -> PyErr {
+    let start_exit_code = e.start_exit_code();
+    let err = ContainerError::new_err(e.message);
+    Python::attach(|py| {
+        let value = err.value(py);
+        let (step, path, errno) = match e.cause {
+            Some(c) => (Some(c.step), Some(c.path), (c.errno != 0).then_some(c.errno)),
+            None => (None, None, None),
+        };
+        let set = || -> PyResult<()> {
+            value.setattr("step", step)?;
+            value.setattr("path", path)?;
+            value.setattr("errno", errno)?;
+            value.setattr("start_exit_code", start_exit_code)
+        };
+        set().map(|()| err.clone_ref(py)).unwrap_or_else(|e| e)
+    })
 }
 
 /// `overlay=(lower_dirs_bottom_first, upper, work)`: the copy-on-write root mounted inside the container.
@@ -168,7 +189,10 @@ fn wait(py: Python<'_>, root: PathBuf, id: String) -> PyResult<i32> {
     if let Some(e) = interrupted {
         return Err(e);
     }
-    code.map_err(|e| ContainerError::new_err(format!("{e} (only a container created by this process can be waited for)")))
+    code.map_err(|e| {
+        let message = format!("{e} (only a container created by this process can be waited for)");
+        container_error(e.context(message))
+    })
 }
 
 /// Start a process in a running container: a runtime-spec process (JSON
@@ -290,13 +314,13 @@ fn layer_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
 
 fn layer_error(py: Python<'_>, e: error::Error) -> PyErr {
     match layer_error_type(py) {
-        Ok(ty) => PyErr::from_type(ty.clone(), e.0),
+        Ok(ty) => PyErr::from_type(ty.clone(), e.message),
         Err(err) => err,
     }
 }
 
 fn layer_mode(mode: &str) -> PyResult<layers::Mode> {
-    layers::Mode::parse(mode).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))
+    layers::Mode::parse(mode).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.message))
 }
 
 fn layer_summary<'py>(py: Python<'py>, s: &layers::Summary) -> PyResult<Bound<'py, PyDict>> {

@@ -362,7 +362,7 @@ def exec_(container: str = typer.Argument(...), command: List[str] = typer.Argum
                           detach=detach, forward_signals=not detach)
     except _core.ContainerError as e:
         from capsa.container.lifecycle import StartError
-        raise StartError(str(e)) from None
+        raise StartError(e) from None
     raise typer.Exit(0 if detach else code)
 
 

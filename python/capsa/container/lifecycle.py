@@ -101,7 +101,7 @@ def start_detached(store: Store, rec: Record, restart_count: int = 0) -> int:
     proc.wait()
     if line.startswith("ok "):
         return int(line.split()[1])
-    raise CapsaError(line.removeprefix("error ") or "capsa-monitor exited without starting the container")
+    raise MonitorError(line)
 
 
 def run_foreground(store: Store, rec: Record) -> int:
@@ -121,8 +121,8 @@ def run_foreground(store: Store, rec: Record) -> int:
     try:
         code = _core.run(str(store.run_root), rec.id, str(d), forward_signals=True, overlay=overlay_of(store, rec))
     except _core.ContainerError as e:
-        store.write_status(rec.id, status="exited", exit_code=_exit_code_of(str(e)), finished_at=_now(), error=str(e))
-        raise StartError(str(e)) from None
+        store.write_status(rec.id, status="exited", exit_code=exit_code_of(e), finished_at=_now(), error=str(e))
+        raise StartError(e) from None
     finally:
         if tee is not None:
             tee.close()
@@ -133,17 +133,26 @@ def run_foreground(store: Store, rec: Record) -> int:
 class StartError(CapsaError):
     """The container could not start; exit codes as Docker's: 127 not found, 126 not executable."""
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.exit_code = _exit_code_of(message)
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.exit_code = exit_code_of(error)
 
 
-def _exit_code_of(message: str) -> int:
-    if "executable file not found" in message or "ENOENT" in message and message.startswith("exec"):
-        return 127
-    if message.startswith("exec") and "EACCES" in message:
-        return 126
-    return 125
+def exit_code_of(error: BaseException) -> int:
+    """Docker's code for a start that failed (127 command not found, 126 not
+    executable, 125 the rest), as the core chose it from the failure's step
+    and errno (ContainerError.start_exit_code, MonitorError's)."""
+    return getattr(error, "start_exit_code", None) or 125
+
+
+class MonitorError(CapsaError):
+    """capsa-monitor could not start the container: `error\tCODE\tMESSAGE`."""
+
+    def __init__(self, line: str):
+        _, code, message = (line.split("\t", 2) + ["", ""])[:3]
+        super().__init__(message or line.removeprefix("error") or "capsa-monitor exited without starting the container")
+        self.start_exit_code = int(code) if code.isdigit() else 125
+        self.exit_code = self.start_exit_code
 
 
 def _proc_start(pid: int) -> int:

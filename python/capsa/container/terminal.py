@@ -78,8 +78,8 @@ def run(store, rec) -> int:
                   overlay=lifecycle.overlay_of(store, rec))
         master = console.master()
     except _core.ContainerError as e:
-        store.write_status(rec.id, status="exited", exit_code=lifecycle._exit_code_of(str(e)), finished_at=lifecycle._now(), error=str(e))
-        raise lifecycle.StartError(str(e)) from None
+        store.write_status(rec.id, status="exited", exit_code=lifecycle.exit_code_of(e), finished_at=lifecycle._now(), error=str(e))
+        raise lifecycle.StartError(e) from None
     finally:
         console.close()
     pid = (store.init_state(rec.id) or {}).get("pid", 0)
@@ -104,7 +104,7 @@ def exec_(store, rec, *, interactive: bool, **exec_args) -> int:
         pid = _core.exec(str(store.run_root), rec.id, tty=True, console_socket=console.path, detach=True, **exec_args)
         master = console.master()
     except _core.ContainerError as e:
-        raise lifecycle.StartError(str(e)) from None
+        raise lifecycle.StartError(e) from None
     finally:
         console.close()
     try:

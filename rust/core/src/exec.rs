@@ -265,7 +265,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
         sync::tell(&parent_sock, sync::GO)?;
         match sync::hear(&parent_sock)? {
             Heard::Closed => Ok(()), // close-on-exec: the process runs
-            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Failed(e) => Err(e),
             other => Err(Error::msg(format!("unexpected message {other:?} from exec child"))),
         }
     };
@@ -378,9 +378,9 @@ mod tests {
     #[test]
     fn bad_overrides() {
         let no_args = Overrides::default();
-        assert!(apply_overrides(&base(), &no_args).unwrap_err().0.contains("command"));
+        assert!(apply_overrides(&base(), &no_args).unwrap_err().message.contains("command"));
         let bad_user = Overrides { args: vec!["x".into()], user: Some("bob".into()), ..Default::default() };
-        assert!(apply_overrides(&base(), &bad_user).unwrap_err().0.contains("UID"));
+        assert!(apply_overrides(&base(), &bad_user).unwrap_err().message.contains("UID"));
         let bad_cap = Overrides { args: vec!["x".into()], caps: vec!["CAP_NOPE".into()], ..Default::default() };
         assert!(apply_overrides(&base(), &bad_cap).is_err());
     }

@@ -71,6 +71,13 @@ impl StackText {
         StackText { buf: [0; 1024], len: 0 }
     }
 
+    /// Raw bytes (a NUL, a number), truncated like text.
+    pub fn push_bytes(&mut self, b: &[u8]) {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }

@@ -472,7 +472,7 @@ fn find_executable(p: &ProcessPlan) -> Result<&CStr, Failure<'_>> {
     if p.arg0.to_bytes().contains(&b'/') {
         return Err(Failure::new("exec", &p.arg0, last));
     }
-    Err(Failure::verdict("exec:", &p.arg0, "executable file not found in $PATH"))
+    Err(Failure { errno: libc::ENOENT, ..Failure::verdict("exec:", &p.arg0, "executable file not found in $PATH") })
 }
 
 /// Groups, gid, uid, then the capability sets: the order that keeps the

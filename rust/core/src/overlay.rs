@@ -168,7 +168,7 @@ mod tests {
         assert!(plan.data.to_str().unwrap().starts_with("lowerdir=199:198:"));
         assert_eq!(std::fs::read_link(d.join("links/0")).unwrap(), layers[0]);
         let too_many = Overlay { lower: vec![layers[0].clone(); MAX_LAYERS + 1], ..ov };
-        assert!(too_many.plan(&d.join("links")).unwrap_err().0.contains("at most"));
+        assert!(too_many.plan(&d.join("links")).unwrap_err().message.contains("at most"));
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -176,9 +176,9 @@ mod tests {
     fn refuses_bad_dirs() {
         let d = tmp("bad");
         let ov = Overlay { lower: vec![d.join("missing")], upper: d.join("u"), work: d.join("w") };
-        assert!(ov.plan(&d.join("l")).unwrap_err().0.contains("missing"));
+        assert!(ov.plan(&d.join("l")).unwrap_err().message.contains("missing"));
         let ov = Overlay { lower: vec![d.clone()], upper: d.join("u,x"), work: d.join("w") };
-        assert!(ov.plan(&d.join("l")).unwrap_err().0.contains("cannot carry"));
+        assert!(ov.plan(&d.join("l")).unwrap_err().message.contains("cannot carry"));
         std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -522,11 +522,11 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let (dir, spec) = bundle(&BASE.replace(r#"["sh","-c","true"]"#, "[]"));
-        assert!(Plan::new(&spec, &dir, false, None).unwrap_err().0.contains("args"));
+        assert!(Plan::new(&spec, &dir, false, None).unwrap_err().message.contains("args"));
         let (dir2, spec) = bundle(&BASE.replace(r#""path":"rootfs""#, r#""path":"nope""#));
-        assert!(Plan::new(&spec, &dir2, false, None).unwrap_err().0.contains("nope"));
+        assert!(Plan::new(&spec, &dir2, false, None).unwrap_err().message.contains("nope"));
         let (dir3, spec) = bundle(&BASE.replace(r#"{"type":"uts"},"#, ""));
-        assert!(Plan::new(&spec, &dir3, false, None).unwrap_err().0.contains("UTS"));
+        assert!(Plan::new(&spec, &dir3, false, None).unwrap_err().message.contains("UTS"));
         for d in [dir, dir2, dir3] {
             let _ = std::fs::remove_dir_all(d);
         }

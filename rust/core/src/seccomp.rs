@@ -276,14 +276,14 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let e = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#)).unwrap_err();
-        assert!(e.0.contains("SCMP_ACT_NOTIFY"), "{e}");
+        assert!(e.message.contains("SCMP_ACT_NOTIFY"), "{e}");
         let e = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock"}"#)).unwrap_err();
-        assert!(e.0.contains("listenerPath"), "{e}");
+        assert!(e.message.contains("listenerPath"), "{e}");
         let e = Filter::compile(&parse(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         ))
         .unwrap_err();
-        assert!(e.0.contains("index 6"), "{e}");
+        assert!(e.message.contains("index 6"), "{e}");
         assert!(serde_json::from_str::<LinuxSeccomp>(r#"{"defaultAction":"SCMP_ACT_BOGUS"}"#).is_err());
     }
 }

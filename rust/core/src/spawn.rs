@@ -79,7 +79,7 @@ impl Spawned {
         sync::tell(&self.sync, sync::START)?;
         match sync::hear(&self.sync)? {
             Heard::Closed => Ok(()), // the socket is close-on-exec: closed means exec'd
-            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Failed(e) => Err(e),
             other => Err(Error::msg(format!("unexpected message {other:?} from container init"))),
         }
     }
@@ -220,7 +220,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         let first = reap(pid);
         pid = match heard? {
             Heard::Pid(init) => init,
-            Heard::Failed(msg) => return Err(Error::msg(msg)),
+            Heard::Failed(e) => return Err(e),
             other => return Err(Error::msg(format!("container init: unexpected {other:?} ({})", describe_exit(first)))),
         };
     }
@@ -229,7 +229,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     let ready = |heard: Heard| -> Result<()> {
         match heard {
             Heard::Kind(sync::READY) => Ok(()),
-            Heard::Failed(msg) => Err(Error::msg(msg)),
+            Heard::Failed(e) => Err(e),
             Heard::Closed => {
                 reaped.set(true);
                 Err(Error::msg(format!("container init exited during setup ({})", describe_exit(reap(pid)))))
@@ -289,7 +289,7 @@ fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_e
     let recorded = opts.events.map_or(Ok(()), |f| f(Event::Started(pid, start)));
     let failure = match heard {
         Ok(Heard::Closed) => recorded.err(), // close-on-exec: closed means exec'd
-        Ok(Heard::Failed(msg)) => Some(Error::msg(msg)),
+        Ok(Heard::Failed(e)) => Some(e),
         Ok(other) => Some(Error::msg(format!("unexpected message {other:?} from container init"))),
         Err(e) => Some(e),
     };

@@ -2,7 +2,7 @@
 //! SOCK_SEQPACKET pair, one byte of kind per message, so neither side can
 //! hang on a dead peer (a closed end reads as EOF).
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::failure::{Failure, StackText};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -56,13 +56,32 @@ pub fn recv(fd: RawFd) -> Option<u8> {
     }
 }
 
-/// Child side: report a failure to the parent. Allocation-free.
+/// Child side: report a failure to the parent. Allocation-free. The
+/// message: FAILED, the errno (4 bytes), the step and the path (each ended
+/// by a NUL), then the rendered line.
 pub fn send_failure(fd: RawFd, f: &Failure<'_>) {
     let mut text = StackText::new();
-    let _ = std::fmt::Write::write_char(&mut text, FAILED as char);
+    text.push_bytes(&[FAILED]);
+    text.push_bytes(&f.errno.to_ne_bytes());
+    text.push_bytes(f.step.as_bytes());
+    text.push_bytes(&[0]);
+    text.push_bytes(f.path.map_or(&[][..], |p| p.to_bytes()));
+    text.push_bytes(&[0]);
     f.render(&mut text);
     let b = text.as_bytes();
     unsafe { libc::send(fd, b.as_ptr() as *const libc::c_void, b.len(), libc::MSG_NOSIGNAL) };
+}
+
+/// The parent's reading of send_failure's message.
+fn failure(body: &[u8]) -> Error {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if body.len() < 4 {
+        return Error::msg(text(body));
+    }
+    let errno = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+    let mut parts = body[4..].splitn(3, |b| *b == 0);
+    let (step, path, message) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    Error { message: text(message), cause: Some(Cause { step: text(step), path: text(path), errno }) }
 }
 
 /// First child side: the pid of the init it cloned. Allocation-free.
@@ -76,7 +95,7 @@ pub fn send_pid(fd: RawFd, pid: i32) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heard {
     Kind(u8),
-    Failed(String),
+    Failed(Error),
     Pid(i32),
     Closed,
 }
@@ -95,7 +114,7 @@ pub fn hear(fd: &OwnedFd) -> Result<Heard> {
         }
         return Ok(match r {
             0 => Heard::Closed,
-            _ if buf[0] == FAILED => Heard::Failed(String::from_utf8_lossy(&buf[1..r as usize]).into_owned()),
+            _ if buf[0] == FAILED => Heard::Failed(failure(&buf[1..r as usize])),
             5 if buf[0] == PID => Heard::Pid(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]])),
             _ => Heard::Kind(buf[0]),
         });

@@ -105,9 +105,9 @@ mod tests {
         assert_eq!(paths, ["/proc/sys/fs/mqueue/msg_max", "/proc/sys/kernel/shmmax", "/proc/sys/net/ipv4/ip_forward"]);
 
         let host: HashMap<String, String> = [("kernel.pid_max".to_string(), "100".to_string())].into();
-        assert!(plan(Some(&host), &all()).unwrap_err().0.contains("not in a separate kernel namespace"));
+        assert!(plan(Some(&host), &all()).unwrap_err().message.contains("not in a separate kernel namespace"));
         let net: HashMap<String, String> = [("net.ipv4.ip_forward".to_string(), "1".to_string())].into();
         let e = plan(Some(&net), &Namespaces { ipc: true, uts: true, net: false }).unwrap_err();
-        assert!(e.0.contains("network namespace"), "{e}");
+        assert!(e.message.contains("network namespace"), "{e}");
     }
 }

@@ -78,7 +78,7 @@ fn main() {
         libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
         match libc::fork() {
             -1 => {
-                report("error capsa-monitor: fork failed");
+                report("error\t125\tcapsa-monitor: fork failed");
                 libc::_exit(1)
             }
             0 => {}
@@ -103,7 +103,7 @@ fn load_job(path: &str) -> Job {
     match std::fs::read(path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_slice(&t).map_err(|e| e.to_string())) {
         Ok(j) => j,
         Err(e) => {
-            report(&format!("error capsa-monitor: read job {path}: {e}"));
+            report(&format!("error\t125\tcapsa-monitor: read job {path}: {e}"));
             std::process::exit(2);
         }
     }
@@ -176,11 +176,11 @@ impl Monitor {
             Ok(started) => started,
             Err(e) => {
                 if first {
-                    report(&format!("error {e}"));
+                    report(&format!("error\t{}\t{}", e.start_exit_code(), e.message));
                     return 1;
                 }
                 // A restart that cannot start ends the container with the reason.
-                self.write_status("exited", 0, Some(127), false, &e.0);
+                self.write_status("exited", 0, Some(e.start_exit_code()), false, &e.message);
                 self.finish();
                 return 0;
             }

@@ -72,7 +72,7 @@ impl From<UsageError> for Failure {
 
 impl From<capsa_core::error::Error> for Failure {
     fn from(e: capsa_core::error::Error) -> Self {
-        Failure::Failed(e.0)
+        Failure::Failed(e.message)
     }
 }
 

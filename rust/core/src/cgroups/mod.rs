@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(resolve_path(Some(Path::new("/a/../../b")), "x", false).unwrap(), "/b");
         assert!(resolve_path(Some(Path::new("/")), "x", false).is_err());
         assert!(resolve_path(Some(Path::new("system.slice:capsa:x")), "x", false).is_err());
-        assert!(resolve_path(None, "x", true).unwrap_err().0.contains("systemd"));
+        assert!(resolve_path(None, "x", true).unwrap_err().message.contains("systemd"));
     }
 
     #[test]

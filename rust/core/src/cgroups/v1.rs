@@ -191,14 +191,14 @@ mod tests {
         let same = resources(r#"{"memory":{"limit":100,"swap":100}}"#);
         assert_eq!(writes(&same, |_| false).unwrap().len(), 1);
         let more = resources(r#"{"memory":{"limit":100,"swap":200}}"#);
-        assert!(writes(&more, |_| false).unwrap_err().0.contains("swap"));
+        assert!(writes(&more, |_| false).unwrap_err().message.contains("swap"));
         assert_eq!(writes(&more, |_| true).unwrap()[1].2, "200");
     }
 
     #[test]
     fn blkio_weight_needs_a_file() {
         let r = resources(r#"{"blockIO":{"weight":300}}"#);
-        assert!(writes(&r, |_| false).unwrap_err().0.contains("blkio"));
+        assert!(writes(&r, |_| false).unwrap_err().message.contains("blkio"));
         assert_eq!(writes(&r, |f| f == "blkio.bfq.weight").unwrap()[0].1, "blkio.bfq.weight");
         let t = resources(r#"{"blockIO":{"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1048576}]}}"#);
         assert_eq!(writes(&t, |_| false).unwrap()[0].2, "8:0 1048576");
