@@ -93,3 +93,10 @@ bench-monitor: setup
 .PHONY: bench-ps
 bench-ps: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benches/ps_many.py --containers 200
+
+# runc's own integration suite (v1.1.5 bats files) against capsa-runtime: RUNC_SRC is a runc checkout
+# at tag v1.1.5, kept outside the project; FILES="run.bats exec.bats" picks files. Table per file.
+.PHONY: conformance
+conformance: build
+	@test -n "$(RUNC_SRC)" || { echo "make conformance: set RUNC_SRC to a runc v1.1.5 checkout" >&2; exit 2; }
+	RUNC_SRC=$(RUNC_SRC) bash tests/conformance/runc-bats.sh $(abspath $(VENV))/bin/capsa-runtime $(FILES)
