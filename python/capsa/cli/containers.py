@@ -42,7 +42,7 @@ _NO_H = {"help_option_names": ["--help"], "allow_interspersed_args": False}
 
 def _values(detach, interactive, tty, rm, name, env, env_file, workdir, user, entrypoint, hostname, volume, tmpfs,
             read_only, memory, memory_swap, cpus, cpu_shares, pids_limit, network, init, restart, stop_signal,
-            stop_timeout, label, ulimit, cap_add, cap_drop, privileged, security_opt) -> dict:
+            stop_timeout, label, ulimit, cap_add, cap_drop, privileged, security_opt, blkio_weight=None) -> dict:
     labels = {}
     for item in label or []:
         k, _, v = item.partition("=")
@@ -53,7 +53,7 @@ def _values(detach, interactive, tty, rm, name, env, env_file, workdir, user, en
              cpus=cpus, cpu_shares=cpu_shares, pids_limit=pids_limit, network=network or "none", init=init,
              restart=restart or "no", stop_signal=stop_signal, stop_timeout=stop_timeout, labels=labels,
              ulimits=ulimit or [], cap_add=cap_add or [], cap_drop=cap_drop or [], privileged=privileged,
-             security_opt=security_opt or [])
+             security_opt=security_opt or [], blkio_weight=blkio_weight)
     return v
 
 
@@ -80,6 +80,7 @@ def _run_or_create(start: bool):
         cpus: Optional[float] = typer.Option(None, "--cpus"),
         cpu_shares: Optional[int] = typer.Option(None, "-c", "--cpu-shares"),
         pids_limit: Optional[int] = typer.Option(None, "--pids-limit"),
+        blkio_weight: Optional[int] = typer.Option(None, "--blkio-weight", help="10-1000 (dropped with a warning where the host cannot)"),
         network: str = typer.Option("none", "--network", "--net", help="none or host"),
         init: bool = typer.Option(False, "--init"),
         restart: str = typer.Option("no", "--restart", help="no, always, unless-stopped, on-failure[:N]"),
@@ -95,7 +96,8 @@ def _run_or_create(start: bool):
         from capsa.container import runflags
         values = _values(detach, interactive, tty, rm, name, env, env_file, workdir, user, entrypoint, hostname,
                          volume, tmpfs, read_only, memory, memory_swap, cpus, cpu_shares, pids_limit, network, init,
-                         restart, stop_signal, stop_timeout, label, ulimit, cap_add, cap_drop, privileged, security_opt)
+                         restart, stop_signal, stop_timeout, label, ulimit, cap_add, cap_drop, privileged, security_opt,
+                         blkio_weight)
         code = runflags.execute(root(), values, image, command or [], start=start)
         raise typer.Exit(code)
     return command
