@@ -3,13 +3,12 @@
 //! the container's pid namespace (and on cgroup v2 into its cgroup; on v1
 //! it writes the pid into each hierarchy). The child joins the other
 //! namespaces (user first, mount last), takes the init's root, and then runs
-//! the same process setup as a container's init (`init::prepare_process`).
+//! the same process setup as a container's init (child/process.rs).
 
 use crate::container::load_spec;
 use crate::error::{Error, Result};
-use crate::failure::Failure;
-use crate::init::{self, check, check_at};
-use crate::plan::{process_plan, ProcessPlan};
+use crate::child::exec as child_exec;
+use crate::plan::process_plan;
 use crate::spawn::{self, open_path};
 use crate::state::{State, Status};
 use crate::sync::{self, Heard};
@@ -138,25 +137,6 @@ pub fn apply_overrides(base: &Process, o: &Overrides) -> Result<Process> {
     serde_json::from_value(p).map_err(|e| Error::msg(format!("exec process: {e}")))
 }
 
-/// Everything the child uses: fds opened and pointer arrays built by the parent.
-struct Context<'a> {
-    process: &'a ProcessPlan,
-    sync: RawFd,
-    /// The parent's end, closed first (see init::Context::parent_sync).
-    parent_sync: RawFd,
-    /// (CLONE_NEW* type, fd, name) in joining order.
-    join: &'a [(i32, RawFd, &'static CStr)],
-    root: RawFd,
-    userns: bool,
-    console: Option<RawFd>,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    preserve_fds: u32,
-    personality: Option<libc::c_ulong>,
-    /// See init::Context::join_cgroups.
-    join_cgroups: &'a [RawFd],
-}
-
 /// Start `process` in container `id`; returns its pid once it has exec'd
 /// (or the reason it could not, e.g. `exec: "x": executable file not found in $PATH`).
 pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result<Started> {
@@ -228,7 +208,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let cgroup_fd = st.cgroup.clone_into_fd();
     let join_files = st.cgroup.self_join_files(cgroup_fd.is_some())?;
     let join_files_raw: Vec<RawFd> = join_files.iter().map(|fd| fd.as_raw_fd()).collect();
-    let cx = Context {
+    let cx = child_exec::Context {
         join_cgroups: &join_files_raw,
         process: &plan,
         sync: child_sock.as_raw_fd(),
@@ -244,10 +224,10 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     };
 
     // Born non-dumpable: our binary stays out of the container's reach (isolation.rs).
-    let non_dumpable = crate::isolation::NonDumpable::hold();
+    let non_dumpable = crate::child::isolation::NonDumpable::hold();
     let pid = spawn::with_pid_namespace(pid_ns.as_ref(), || spawn::clone(0, cgroup_fd.as_ref()), |pid| *pid == 0)?;
     if pid == 0 {
-        child(&cx);
+        child_exec::run(&cx);
     }
     drop(non_dumpable);
     drop(child_sock);
@@ -291,51 +271,6 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("capsa-tmp");
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
-}
-
-/// The child, from the clone to the execve; never returns. No heap.
-fn child(cx: &Context<'_>) -> ! {
-    match setup(cx) {
-        Ok(exe) => {
-            unsafe { libc::execve(exe.as_ptr(), cx.argv, cx.envp) };
-            sync::send_failure(cx.sync, &Failure::new("exec", exe, crate::mounts::errno()));
-            unsafe { libc::_exit(127) }
-        }
-        Err(f) => {
-            sync::send_failure(cx.sync, &f);
-            unsafe { libc::_exit(1) }
-        }
-    }
-}
-
-fn setup<'a>(cx: &Context<'a>) -> std::result::Result<&'a CStr, Failure<'a>> {
-    unsafe { libc::close(cx.parent_sync) };
-    init::reset_signals();
-    if sync::recv(cx.sync) != Some(sync::GO) {
-        unsafe { libc::_exit(1) };
-    }
-    init::join_cgroups(cx.join_cgroups)?;
-    for (nstype, fd, name) in cx.join {
-        check_at(unsafe { libc::setns(*fd, *nstype) }, "join namespace", name)?;
-    }
-    // The init's root, whatever it was made with (pivot_root or MS_MOVE + chroot).
-    check(unsafe { libc::fchdir(cx.root) }, "enter the container's root")?;
-    check(unsafe { libc::chroot(c".".as_ptr()) }, "chroot into the container's root")?;
-    // Namespace, root and cgroup fds are used: nothing of the caller's goes further (isolation.rs).
-    crate::isolation::close_all_except(3 + cx.preserve_fds, &[cx.sync, cx.console.unwrap_or(-1)]);
-    check(unsafe { libc::setsid() }, "setsid")?;
-    if let Some(persona) = cx.personality {
-        check(unsafe { libc::personality(persona) }, "set personality")?;
-    }
-    let exe = init::prepare_process(cx.process, cx.userns, cx.console, cx.preserve_fds)?;
-    // Outlive the runtime from here on (a detached exec's runtime exits now).
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
-    // With no_new_privs the container's filter goes on last, as for its init
-    // (without it, prepare_process loaded it before dropping capabilities).
-    if cx.process.no_new_privs {
-        init::load_seccomp(cx.process)?;
-    }
-    Ok(exe)
 }
 
 #[cfg(test)]

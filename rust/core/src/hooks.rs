@@ -14,8 +14,7 @@
 //!   it (its path resolves in the container).
 
 use crate::error::{Error, Result};
-use crate::failure::Failure;
-use crate::mounts::{cstring, errno};
+use crate::mounts::cstring;
 use oci_spec::runtime::{Hook, Hooks};
 use std::ffi::CString;
 use std::io::Write;
@@ -171,10 +170,10 @@ pub struct InitHook {
     pub path: CString,
     _argv: Vec<CString>,
     _env: Vec<CString>,
-    argv: Vec<*const libc::c_char>,
-    envp: Vec<*const libc::c_char>,
+    pub(crate) argv: Vec<*const libc::c_char>,
+    pub(crate) envp: Vec<*const libc::c_char>,
     /// Milliseconds, or -1 for none.
-    timeout_ms: i32,
+    pub(crate) timeout_ms: i32,
 }
 
 // The pointers point into the CStrings this struct owns, whose heap buffers never move.
@@ -268,60 +267,3 @@ pub const START_CONTAINER: InitKind = InitKind {
     timed_out: "startContainer hook timed out and was killed:",
 };
 
-/// In the init: run each hook to completion, stdin on `state_fd`. No heap.
-pub fn run_in_init<'a>(hooks: &'a [InitHook], state_fd: RawFd, kind: &InitKind) -> std::result::Result<(), Failure<'a>> {
-    for h in hooks {
-        // A raw fork: glibc's fork() runs atfork handlers that take locks
-        // another thread of the original process may have held.
-        let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) } as libc::pid_t;
-        if pid < 0 {
-            return Err(Failure::new(kind.spawn, &h.path, errno()));
-        }
-        if pid == 0 {
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                libc::lseek(state_fd, 0, libc::SEEK_SET);
-                libc::dup2(state_fd, 0);
-                libc::execve(h.path.as_ptr(), h.argv.as_ptr(), h.envp.as_ptr());
-                libc::_exit(127);
-            }
-        }
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
-        if pidfd < 0 {
-            let e = errno();
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait(pid);
-            return Err(Failure::new(kind.spawn, &h.path, e));
-        }
-        let mut pfd = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
-        let r = loop {
-            let r = unsafe { libc::poll(&mut pfd, 1, h.timeout_ms) };
-            if r < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            break r;
-        };
-        unsafe { libc::close(pidfd) };
-        if r == 0 {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait(pid);
-            return Err(Failure::new(kind.timed_out, &h.path, 0));
-        }
-        let status = wait(pid);
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            return Err(Failure::new(kind.failed, &h.path, 0));
-        }
-    }
-    Ok(())
-}
-
-fn wait(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    loop {
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        return if r == pid { status } else { -1 };
-    }
-}

@@ -3,16 +3,14 @@
 //! the container monitor share one implementation.
 
 pub mod caps;
+pub mod child;
 pub mod cgroups;
 pub mod container;
 pub mod control;
 pub mod error;
 pub mod exec;
-pub mod failure;
-pub mod isolation;
 pub mod forward;
 pub mod hooks;
-pub mod init;
 pub mod layers;
 pub mod mounts;
 pub mod overlay;

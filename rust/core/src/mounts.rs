@@ -1,15 +1,15 @@
-//! Mounts: config.json mount options into mount(2) flags (parent side), and
-//! the allocation-free steps that make each mount in the child.
+//! Mounts: config.json mount options into mount(2) flags and one MountOp
+//! per mount, everything the child needs precomputed (it makes them with
+//! child::mount).
 
-use crate::failure::Failure;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 const MS_BIND: u64 = libc::MS_BIND;
 const MS_REC: u64 = libc::MS_REC;
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 
 /// Flags that a bind mount only takes on a second, remounting call.
-const BIND_REMOUNT_FLAGS: u64 = libc::MS_RDONLY
+pub(crate) const BIND_REMOUNT_FLAGS: u64 = libc::MS_RDONLY
     | libc::MS_NOSUID
     | libc::MS_NODEV
     | libc::MS_NOEXEC
@@ -143,148 +143,10 @@ impl MountOp {
             fallback_bind: None,
         }
     }
-
-    /// Make the mount. Child side: syscalls and stack buffers only.
-    pub fn apply(&self) -> Result<(), Failure<'_>> {
-        let fail = |step: &'static str, errno| Failure::with_detail(step, &self.fstype, &self.destination, errno);
-        if self.flags & MS_REMOUNT == 0 {
-            let is_file = self.bind && !is_dir(&self.source);
-            create_target(&self.target, is_file).map_err(|e| fail("create mount point for", e))?;
-        }
-        let data = if self.data.as_bytes().is_empty() { std::ptr::null() } else { self.data.as_ptr() };
-        let fstype = if self.bind { std::ptr::null() } else { self.fstype.as_ptr() };
-        if let Err(e) = mount(self.source.as_ptr(), &self.target, fstype, self.flags, data) {
-            match &self.fallback_bind {
-                Some(host) if e == libc::EPERM => {
-                    mount(host.as_ptr(), &self.target, std::ptr::null(), MS_BIND | MS_REC, std::ptr::null())
-                        .map_err(|e| fail("bind-mount host fallback for", e))?;
-                    let extra = self.flags & BIND_REMOUNT_FLAGS;
-                    if extra != 0 {
-                        remount(&self.target, MS_BIND | MS_REMOUNT | extra).map_err(|e| fail("remount", e))?;
-                    }
-                }
-                _ => return Err(fail("mount", e)),
-            }
-        }
-        if let Some(flags) = self.remount {
-            remount(&self.target, flags).map_err(|e| fail("remount", e))?;
-        }
-        if self.propagation != 0 {
-            mount(std::ptr::null(), &self.target, std::ptr::null(), self.propagation, std::ptr::null())
-                .map_err(|e| fail("set propagation of", e))?;
-        }
-        if self.recursive_ro {
-            recursive_read_only(&self.target).map_err(|e| fail("make recursively read-only", e))?;
-        }
-        Ok(())
-    }
-}
-
-/// mount_setattr(2) with AT_RECURSIVE: the mount at `target` and every
-/// mount under it read-only (Linux 5.12).
-pub fn recursive_read_only(target: &CStr) -> Result<(), i32> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: mount_setattr reads `attr` (of the size given) and the NUL-terminated target.
-    let r = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, target.as_ptr(), libc::AT_RECURSIVE as libc::c_uint, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
-    };
-    if r == 0 { Ok(()) } else { Err(errno()) }
 }
 
 pub fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
-}
-
-/// mount(2). `source`, `fstype` and `data` are C strings or null (as mount(2) takes them).
-#[allow(clippy::not_unsafe_ptr_arg_deref)]
-pub fn mount(source: *const libc::c_char, target: &CStr, fstype: *const libc::c_char, flags: u64, data: *const libc::c_char) -> Result<(), i32> {
-    let r = unsafe { libc::mount(source, target.as_ptr(), fstype, flags as libc::c_ulong, data as *const libc::c_void) };
-    if r == 0 { Ok(()) } else { Err(errno()) }
-}
-
-/// A bind remount; where the kernel refuses to drop flags locked by a
-/// parent user namespace (nosuid, nodev, noexec...), keep them and retry.
-pub fn remount(target: &CStr, flags: u64) -> Result<(), i32> {
-    match mount(std::ptr::null(), target, std::ptr::null(), flags, std::ptr::null()) {
-        Err(libc::EPERM) => {
-            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-            if unsafe { libc::statvfs(target.as_ptr(), &mut st) } != 0 {
-                return Err(libc::EPERM);
-            }
-            let locked = st.f_flag as u64
-                & (libc::ST_NOSUID | libc::ST_NODEV | libc::ST_NOEXEC | libc::ST_NOATIME | libc::ST_NODIRATIME | libc::ST_RELATIME | libc::ST_RDONLY);
-            mount(std::ptr::null(), target, std::ptr::null(), flags | locked, std::ptr::null())
-        }
-        other => other,
-    }
-}
-
-/// mkdir -p of buf[..end] (NUL-terminated in place): try the whole path,
-/// and only on ENOENT walk up to the first existing ancestor.
-fn mkdir_all(buf: &mut [u8; 4096], end: usize) -> Result<(), i32> {
-    let saved = buf[end];
-    buf[end] = 0;
-    let r = unsafe { libc::mkdir(buf.as_ptr() as *const libc::c_char, 0o755) };
-    let e = errno();
-    buf[end] = saved;
-    if r == 0 || e == libc::EEXIST {
-        return Ok(());
-    }
-    if e != libc::ENOENT {
-        return Err(e);
-    }
-    match buf[..end].iter().rposition(|b| *b == b'/') {
-        Some(parent) if parent > 0 => mkdir_all(buf, parent)?,
-        _ => return Err(e),
-    }
-    let saved = buf[end];
-    buf[end] = 0;
-    let r = unsafe { libc::mkdir(buf.as_ptr() as *const libc::c_char, 0o755) };
-    let e = errno();
-    buf[end] = saved;
-    if r == 0 || e == libc::EEXIST { Ok(()) } else { Err(e) }
-}
-
-pub fn errno() -> i32 {
-    nix::errno::Errno::last_raw()
-}
-
-pub fn is_dir(path: &CStr) -> bool {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    unsafe { libc::stat(path.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR }
-}
-
-/// mkdir -p in a stack copy of `path` (deepest first: one syscall when the
-/// parent exists), then (for a file mount point) an empty file.
-pub fn create_target(path: &CStr, is_file: bool) -> Result<(), i32> {
-    let bytes = path.to_bytes();
-    let mut buf = [0u8; 4096];
-    if bytes.len() >= buf.len() {
-        return Err(libc::ENAMETOOLONG);
-    }
-    buf[..bytes.len()].copy_from_slice(bytes);
-    let end = if is_file { bytes.iter().rposition(|b| *b == b'/').unwrap_or(0) } else { bytes.len() };
-    if end > 0 {
-        mkdir_all(&mut buf, end)?;
-    }
-    if is_file {
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644) };
-        if fd < 0 && errno() != libc::EEXIST && errno() != libc::EISDIR {
-            return Err(errno());
-        }
-        if fd >= 0 {
-            unsafe { libc::close(fd) };
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,9 +11,8 @@
 //! numbered symlinks (as Docker's overlay2 `l/` dir) is made and used instead.
 
 use crate::error::{Error, Result};
-use crate::failure::Failure;
-use crate::mounts::{cstring, errno, mount};
-use std::ffi::{CStr, CString};
+use crate::mounts::cstring;
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// overlayfs refuses more lower layers than this (OVL_MAX_STACK).
@@ -96,15 +95,6 @@ impl Overlay {
     }
 }
 
-/// In the child, after "/" became a slave: mount the overlay on the rootfs dir.
-pub fn mount_root<'a>(plan: &'a OverlayPlan, rootfs: &'a CStr) -> std::result::Result<(), Failure<'a>> {
-    if unsafe { libc::chdir(plan.base.as_ptr()) } != 0 {
-        return Err(Failure::new("chdir to overlay layers dir", &plan.base, errno()));
-    }
-    mount(c"overlay".as_ptr(), rootfs, c"overlay".as_ptr(), 0, plan.data.as_ptr())
-        .map_err(|e| Failure::new("mount overlay root on", rootfs, e))
-}
-
 /// Make this process's root the container's overlay root, for work on the
 /// files of a container that is not running (`capsa cp`): a private mount
 /// namespace, the overlay on `target` (created if missing) in it, then
@@ -122,7 +112,7 @@ pub fn enter_root(ov: &Overlay, links_dir: &Path, target: &Path) -> Result<()> {
         if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
             return Err(sys("make private", Path::new("/")));
         }
-        mount_root(&plan, &target_c)?;
+        crate::child::mount::overlay_root(&plan, &target_c)?;
         if libc::chroot(target_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
             return Err(sys("chroot into", target));
         }

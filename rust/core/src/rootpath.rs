@@ -149,10 +149,7 @@ impl RootResolver {
     }
 
     fn lstat(&self, rel: &Path, merged: usize) -> Entry {
-        let found = |layer: usize| match fstatat(&self.layers[layer], rel, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(_) => None,
-            Ok(st) => Some(st),
-        };
+        let found = |layer: usize| fstatat(&self.layers[layer], rel, AtFlags::AT_SYMLINK_NOFOLLOW).ok();
         let kind = |st: &libc::stat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         let Some((top, st)) = (0..merged).find_map(|l| found(l).map(|st| (l, st))) else { return Entry::Missing };
         match kind(&st) {

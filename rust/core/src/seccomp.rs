@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 
-const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
 const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
 const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
@@ -81,14 +80,6 @@ impl Filter {
             };
         }
         flags
-    }
-
-    /// Load the filter into the calling thread. For the container's init:
-    /// no allocation. Returns the errno on failure.
-    pub fn load(&self) -> std::result::Result<(), i32> {
-        let prog = libc::sock_fprog { len: self.program.len() as u16, filter: self.program.as_ptr() as *mut libc::sock_filter };
-        let r = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, self.flags as libc::c_ulong, &prog as *const libc::sock_fprog) };
-        if r == 0 { Ok(()) } else { Err(crate::mounts::errno()) }
     }
 }
 

@@ -4,7 +4,8 @@
 
 use crate::cgroups::Cgroup;
 use crate::error::{Error, Result};
-use crate::init::{self, Context};
+use crate::child::init::{self, Context};
+use crate::child::sys::CloneArgs;
 use crate::plan::Plan;
 use crate::sync::{self, Heard};
 use nix::fcntl::{open, OFlag};
@@ -14,22 +15,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct CloneArgs {
-    pub flags: u64,
-    pub pidfd: u64,
-    pub child_tid: u64,
-    pub parent_tid: u64,
-    pub exit_signal: u64,
-    pub stack: u64,
-    pub stack_size: u64,
-    pub tls: u64,
-    pub set_tid: u64,
-    pub set_tid_size: u64,
-    pub cgroup: u64,
-}
 
 pub struct Options<'a> {
     pub console_socket: Option<&'a Path>,
@@ -186,7 +171,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
 
     let reached_exec = std::sync::atomic::AtomicBool::new(false);
     // The init is born non-dumpable: /proc/<init>/exe is our binary until its execve (isolation.rs).
-    let non_dumpable = crate::isolation::NonDumpable::hold();
+    let non_dumpable = crate::child::isolation::NonDumpable::hold();
     if at_once {
         cx.at_once = Some(init::AtOnce { reached_exec: &reached_exec });
         let before = crate::state::boot_ticks();
@@ -311,7 +296,7 @@ fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_e
 mod clone_vm {
     use super::{CloneArgs, CLONE_INTO_CGROUP};
     use crate::error::{Error, Result};
-    use crate::init::{self, Context};
+    use crate::child::init::{self, Context};
     use std::os::fd::{AsRawFd, OwnedFd};
 
     pub const SUPPORTED: bool = cfg!(target_arch = "x86_64");

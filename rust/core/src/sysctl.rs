@@ -3,7 +3,6 @@
 //! /proc/sys inside the container, before /proc/sys is made read-only.
 
 use crate::error::{Error, Result};
-use crate::failure::Failure;
 use std::collections::HashMap;
 use std::ffi::CString;
 
@@ -66,24 +65,6 @@ fn namespace_of(key: &str) -> Option<(&'static str, &'static str)> {
         return Some(("network", "net"));
     }
     None
-}
-
-/// In the init: write each value. Allocation-free.
-pub fn apply(sysctls: &[Sysctl]) -> std::result::Result<(), Failure<'_>> {
-    for s in sysctls {
-        let fd = unsafe { libc::open(s.path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(Failure::new("open sysctl", &s.path, crate::mounts::errno()));
-        }
-        let bytes = s.value.to_bytes();
-        let r = unsafe { libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
-        let e = crate::mounts::errno();
-        unsafe { libc::close(fd) };
-        if r < 0 {
-            return Err(Failure::new("write sysctl", &s.path, e));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -140,27 +140,25 @@ pub fn open_fds_from(first: i32) -> Vec<i32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sys;
     use super::*;
+    use std::os::fd::{AsRawFd, IntoRawFd};
 
     /// Runs `f` in a forked child and returns what it wrote to the pipe.
     fn in_child(f: impl FnOnce(i32)) -> Vec<u8> {
         let (r, w) = nix::unistd::pipe().unwrap();
-        use std::os::fd::IntoRawFd;
-        let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
-        // SAFETY: the test process forks; the child only runs `f` and _exit.
-        match unsafe { libc::fork() } {
-            0 => {
-                unsafe { libc::close(r) };
-                f(w);
-                unsafe { libc::_exit(0) }
+        // SAFETY: the child only runs `f` (syscalls) and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                drop(r);
+                f(w.into_raw_fd());
+                sys::exit(0)
             }
-            pid => {
-                unsafe { libc::close(w) };
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(w);
                 let mut out = Vec::new();
-                let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(r) };
-                std::io::Read::read_to_end(&mut file, &mut out).unwrap();
-                let mut status = 0;
-                unsafe { libc::waitpid(pid, &mut status, 0) };
+                std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut out).unwrap();
+                nix::sys::wait::waitpid(child, None).unwrap();
                 out
             }
         }
@@ -171,12 +169,11 @@ mod tests {
         let out = in_child(|w| {
             let a = nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
             let b = nix::fcntl::open("/proc", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
-            use std::os::fd::IntoRawFd;
             let (_a, b) = (a.into_raw_fd(), b.into_raw_fd());
             close_all_except(3, &[w, b]);
             let left = open_fds_from(3);
             let text = format!("{:?}", left.iter().filter(|fd| **fd != w && **fd != b).count());
-            unsafe { libc::write(w, text.as_ptr() as *const libc::c_void, text.len()) };
+            let _ = sys::write(w, text.as_bytes());
         });
         // Only read_dir's own fd may show up beside the kept two.
         assert!(out == b"1" || out == b"0", "{}", String::from_utf8_lossy(&out));
@@ -188,15 +185,13 @@ mod tests {
         std::fs::create_dir_all(&tmp).unwrap();
         let out = in_child(|w| {
             let outside = nix::fcntl::open("/", nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
-            use std::os::fd::AsRawFd;
             let c = std::ffi::CString::new(tmp.to_str().unwrap()).unwrap();
-            unsafe { libc::chroot(c.as_ptr()) };
-            unsafe { libc::chdir(c"/".as_ptr()) };
+            sys::chroot(&c).unwrap();
+            sys::chdir(c"/").unwrap();
             let inside = cwd_is_inside_root();
-            unsafe { libc::fchdir(outside.as_raw_fd()) };
+            sys::fchdir(outside.as_raw_fd()).unwrap();
             let escaped = !cwd_is_inside_root();
-            let text = format!("{inside} {escaped}");
-            unsafe { libc::write(w, text.as_ptr() as *const libc::c_void, text.len()) };
+            let _ = sys::write(w, format!("{inside} {escaped}").as_bytes());
         });
         std::fs::remove_dir(&tmp).unwrap();
         assert_eq!(String::from_utf8_lossy(&out), "true true");

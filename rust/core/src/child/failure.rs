@@ -98,6 +98,19 @@ impl Write for StackText {
     }
 }
 
+/// In a parent (where allocating is fine), a child-side failure as the core's error.
+impl From<Failure<'_>> for crate::error::Error {
+    fn from(f: Failure<'_>) -> Self {
+        let mut rendered = StackText::new();
+        f.render(&mut rendered);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        crate::error::Error {
+            message: text(rendered.as_bytes()),
+            cause: Some(crate::error::Cause { step: f.step.to_string(), path: f.path.map_or(String::new(), |p| text(p.to_bytes())), errno: f.errno }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +126,5 @@ mod tests {
         let mut t = StackText::new();
         Failure::verdict("exec:", c"nosuch", "executable file not found in $PATH").render(&mut t);
         assert_eq!(std::str::from_utf8(t.as_bytes()).unwrap(), r#"exec: "nosuch": executable file not found in $PATH"#);
-    }
-}
-
-/// In a parent (where allocating is fine), a child-side failure as the core's error.
-impl From<Failure<'_>> for crate::error::Error {
-    fn from(f: Failure<'_>) -> Self {
-        let mut text = StackText::new();
-        f.render(&mut text);
-        crate::error::Error::msg(String::from_utf8_lossy(text.as_bytes()).into_owned())
     }
 }

@@ -1,0 +1,62 @@
+//! The child's side of the sync channel (sync.rs has the kinds and the
+//! parent's side): one kind byte, a failure, the init's pid. Allocation-free.
+
+use super::failure::{Failure, StackText};
+use crate::sync::{FAILED, PID};
+use std::os::fd::RawFd;
+
+fn send_bytes(fd: RawFd, b: &[u8]) -> bool {
+    loop {
+        // SAFETY: the kernel reads b.len() bytes of b.
+        let r = unsafe { libc::send(fd, b.as_ptr() as *const libc::c_void, b.len(), libc::MSG_NOSIGNAL) };
+        if r == b.len() as isize {
+            return true;
+        }
+        if r < 0 && super::sys::errno() == libc::EINTR {
+            continue;
+        }
+        return false;
+    }
+}
+
+/// One kind byte.
+pub fn send(fd: RawFd, kind: u8) -> bool {
+    send_bytes(fd, &[kind])
+}
+
+/// Wait for one kind byte; None on EOF (the parent is gone).
+pub fn recv(fd: RawFd) -> Option<u8> {
+    let mut b = 0u8;
+    loop {
+        // SAFETY: the kernel writes at most one byte into b.
+        let r = unsafe { libc::recv(fd, &mut b as *mut u8 as *mut libc::c_void, 1, 0) };
+        if r == 1 {
+            return Some(b);
+        }
+        if r < 0 && super::sys::errno() == libc::EINTR {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// A failure: FAILED, the errno (4 bytes), the step and the path (each
+/// ended by a NUL), then the rendered line.
+pub fn failure(fd: RawFd, f: &Failure<'_>) {
+    let mut text = StackText::new();
+    text.push_bytes(&[FAILED]);
+    text.push_bytes(&f.errno.to_ne_bytes());
+    text.push_bytes(f.step.as_bytes());
+    text.push_bytes(&[0]);
+    text.push_bytes(f.path.map_or(&[][..], |p| p.to_bytes()));
+    text.push_bytes(&[0]);
+    f.render(&mut text);
+    send_bytes(fd, text.as_bytes());
+}
+
+/// First child: the pid of the init it cloned.
+pub fn pid(fd: RawFd, pid: i32) -> bool {
+    let mut msg = [PID, 0, 0, 0, 0];
+    msg[1..].copy_from_slice(&pid.to_ne_bytes());
+    send_bytes(fd, &msg)
+}
