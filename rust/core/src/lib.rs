@@ -6,6 +6,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod container;
 pub mod control;
+pub mod copy;
 pub mod error;
 pub mod exec;
 pub mod failure;

@@ -47,9 +47,8 @@ fn checked_text(p: &Path, what: &str) -> Result<String> {
 }
 
 impl Overlay {
-    /// Check the dirs and build the mount data. `links_dir` is where the
-    /// short symlinks go if they are needed (a dir owned by the container).
-    pub fn plan(&self, links_dir: &Path) -> Result<OverlayPlan> {
+    /// One to MAX_LAYERS lower layers, each an existing absolute directory.
+    pub fn check_lowers(&self) -> Result<()> {
         if self.lower.is_empty() {
             return Err(Error::msg("overlay root needs at least one lower layer dir"));
         }
@@ -61,6 +60,13 @@ impl Overlay {
                 return Err(Error::msg(format!("overlay lower layer {} is not an existing absolute directory", dir.display())));
             }
         }
+        Ok(())
+    }
+
+    /// Check the dirs and build the mount data. `links_dir` is where the
+    /// short symlinks go if they are needed (a dir owned by the container).
+    pub fn plan(&self, links_dir: &Path) -> Result<OverlayPlan> {
+        self.check_lowers()?;
         for (dir, what) in [(&self.upper, "upper dir"), (&self.work, "work dir")] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(&format!("create overlay {what}"), dir, e))?;
         }
