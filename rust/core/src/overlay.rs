@@ -111,31 +111,6 @@ pub fn mount_root<'a>(plan: &'a OverlayPlan, rootfs: &'a CStr) -> std::result::R
         .map_err(|e| Failure::new("mount overlay root on", rootfs, e))
 }
 
-/// Make this process's root the container's overlay root, for work on the
-/// files of a container that is not running (`capsa cp`): a private mount
-/// namespace, the overlay on `target` (created if missing) in it, then
-/// chroot there. Only for a single-threaded child that exists for this: the
-/// whole process changes namespace and root, and the mount goes with it.
-pub fn enter_root(ov: &Overlay, links_dir: &Path, target: &Path) -> Result<()> {
-    let plan = ov.plan(links_dir)?;
-    std::fs::create_dir_all(target).map_err(|e| Error::io("create", target, e))?;
-    let target_c = cstring(&target.to_string_lossy());
-    let sys = |step: &str, path: &Path| Error::sys(step, path, nix::errno::Errno::last());
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(sys("unshare mount namespace for", target));
-        }
-        if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
-            return Err(sys("make private", Path::new("/")));
-        }
-        mount_root(&plan, &target_c)?;
-        if libc::chroot(target_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-            return Err(sys("chroot into", target));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
