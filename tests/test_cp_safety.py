@@ -544,3 +544,39 @@ def test_a_large_file_streams(capsa, tmp_path, state):
         big.unlink(missing_ok=True)
         back.unlink(missing_ok=True)
     assert capsa("rm", "-f", name).returncode == 0
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_ctrl_c_stops_a_copy_and_leaves_no_half_file(capsa, tmp_path, direction):
+    import signal
+    import sys
+
+    name = f"cp-int-{direction}-{os.getpid()}"
+    _container(capsa, name, "exited")
+    upper = _upper(capsa, name)
+    huge = (tmp_path / "huge") if direction == "in" else (upper / "huge")
+    with open(huge, "wb") as f:
+        f.truncate(256 << 30)     # sparse: minutes to stream, no disk
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(huge), f"{name}:/copied"] if direction == "in" else [f"{name}:/huge", str(out / "copied")]
+    # SIGINT at its default (a shell starts background jobs with it ignored).
+    with_sigint = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", with_sigint, CAPSA, "--root", str(capsa.root), "cp", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        started = (lambda: (upper / "copied").exists()) if direction == "in" else (lambda: any(out.glob(".capsa-cp-*/huge")))
+        h.wait_for(lambda: started() or proc.poll() is not None, timeout=30, what="the copy under way")
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
+        huge.unlink(missing_ok=True)
+    assert proc.returncode == 130 and b"Traceback" not in err, err.decode()
+    assert not os.path.lexists(upper / "copied")
+    assert os.listdir(out) == []
+    assert capsa("rm", name).returncode == 0

@@ -428,13 +428,33 @@ fn copy_tar_out(py: Python<'_>, dir_fd: i32, path: PathBuf, name: std::ffi::OsSt
     py.detach(|| capsa_core::copy::write_to(&src, out)).map_err(|e| copy_error(py, e))
 }
 
+/// Python's signal handlers, run while a copy is under way (the GIL taken
+/// for a moment); an exception from one (KeyboardInterrupt) stops the copy.
+fn copy_interrupted(raised: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
+    move || {
+        if raised.is_none() {
+            *raised = Python::attach(|py| py.check_signals()).err();
+        }
+        raised.is_some()
+    }
+}
+
+fn copy_result<T>(py: Python<'_>, result: error::Result<T>, raised: Option<PyErr>) -> PyResult<T> {
+    match (result, raised) {
+        (_, Some(e)) => Err(e),
+        (r, None) => r.map_err(|e| copy_error(py, e)),
+    }
+}
+
 /// Extract the tar read from in_fd into the directory path of the root
 /// dir_fd: into a container (owned by uid:gid) or onto the host. Returns the warnings.
 #[pyfunction]
 fn copy_tar_in(py: Python<'_>, in_fd: i32, dir_fd: i32, path: PathBuf, to_container: bool, uid: u32, gid: u32) -> PyResult<Vec<String>> {
     let (input, root) = (borrowed_fd(in_fd)?, borrowed_fd(dir_fd)?);
     let dest = capsa_core::copy::Dest { root, path: &path, policy: copy_policy(to_container, uid, gid) };
-    py.detach(|| capsa_core::copy::read_from(input, &dest)).map(|(_, w)| w).map_err(|e| copy_error(py, e))
+    let mut raised = None;
+    let result = py.detach(|| capsa_core::copy::read_from(input, &dest, &mut copy_interrupted(&mut raised)));
+    copy_result(py, result, raised).map(|(_, w)| w)
 }
 
 /// copy_tar_out piped into copy_tar_in: returns (warnings, first_skipped),
@@ -455,7 +475,9 @@ fn copy_between(
     let (src_root, dest_root) = (borrowed_fd(src_dir_fd)?, borrowed_fd(dest_dir_fd)?);
     let src = capsa_core::copy::Source { root: src_root, path: &src_path, name: &name };
     let dest = capsa_core::copy::Dest { root: dest_root, path: &dest_path, policy: copy_policy(to_container, uid, gid) };
-    let (done, warnings) = py.detach(|| capsa_core::copy::copy(&src, &dest)).map_err(|e| copy_error(py, e))?;
+    let mut raised = None;
+    let result = py.detach(|| capsa_core::copy::copy(&src, &dest, &mut copy_interrupted(&mut raised)));
+    let (done, warnings) = copy_result(py, result, raised)?;
     Ok((warnings, done.first_skipped))
 }
 

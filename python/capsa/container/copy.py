@@ -107,6 +107,8 @@ def copy_out(store, rec, src_path: str, dst_path: str) -> list[str]:
             raise CapsaError(f"cannot copy {shown} to {dst_path}: no such directory {parent}")
         if final.is_dir() and not final.is_symlink() and kind != "dir":
             raise CapsaError(f"cannot copy {shown} to {final}: cannot overwrite a directory with a non-directory")
+        if kind == "dir" and os.path.lexists(final) and (final.is_symlink() or not final.is_dir()):
+            raise CapsaError(f"cannot copy {shown} to {final}: cannot overwrite a non-directory with a directory")
         name = name or final.name or "rootfs"
         with tempfile.TemporaryDirectory(dir=parent, prefix=".capsa-cp-") as tmp:
             tmp_fd = os.open(tmp, _DIR_FLAGS)

@@ -20,7 +20,7 @@ pub mod roots;
 pub mod tar_in;
 pub mod tar_out;
 
-pub use tar_in::{Dest, Extracted, Policy};
+pub use tar_in::{Dest, Extracted, Policy, INTERRUPTED};
 pub use tar_out::Source;
 
 use crate::error::{Error, Result};
@@ -125,16 +125,18 @@ pub fn write_to(src: &Source, out: BorrowedFd<'_>) -> Result<Vec<String>> {
     Ok(warnings.into_lines())
 }
 
-/// The archive read from `input` extracted into `dest`.
-pub fn read_from(input: BorrowedFd<'_>, dest: &Dest) -> Result<(Extracted, Vec<String>)> {
+/// The archive read from `input` extracted into `dest`; `interrupted` is
+/// asked between entries and 256 KiB chunks (true: stop).
+pub fn read_from(input: BorrowedFd<'_>, dest: &Dest, interrupted: &mut dyn FnMut() -> bool) -> Result<(Extracted, Vec<String>)> {
     let mut warnings = Warnings::default();
     let file = std::mem::ManuallyDrop::new(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(input.as_raw_fd()) });
-    let done = tar_in::extract(&*file, dest, &mut warnings)?;
+    let done = tar_in::extract(&*file, dest, &mut warnings, interrupted)?;
     Ok((done, warnings.into_lines()))
 }
 
-/// `src` copied into `dest` as a tar stream through a pipe.
-pub fn copy(src: &Source, dest: &Dest) -> Result<(Extracted, Vec<String>)> {
+/// `src` copied into `dest` as a tar stream through a pipe; `interrupted`
+/// as for read_from (it runs on the caller's thread).
+pub fn copy(src: &Source, dest: &Dest, interrupted: &mut dyn FnMut() -> bool) -> Result<(Extracted, Vec<String>)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("make a pipe for", src.path, e))?;
     // Fewer, larger hand-overs between the two threads (best effort).
     unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
@@ -148,7 +150,7 @@ pub fn copy(src: &Source, dest: &Dest) -> Result<(Extracted, Vec<String>)> {
         });
         let extracted = {
             let mut reader = File::from(r);
-            let done = tar_in::extract(&mut reader, dest, &mut in_warnings);
+            let done = tar_in::extract(&mut reader, dest, &mut in_warnings, interrupted);
             if done.is_ok() {
                 // Our writer's end-of-archive blocks (the parser stops at the first).
                 let _ = io::copy(&mut reader, &mut io::sink());
@@ -171,7 +173,7 @@ pub fn copy(src: &Source, dest: &Dest) -> Result<(Extracted, Vec<String>)> {
             Ok((done, lines))
         }
         (Err(w), Ok(_)) => Err(w),
-        (Err(w), Err(_)) if !w.cause.as_ref().is_some_and(|c| c.errno == libc::EPIPE) => Err(w),
+        (Err(w), Err(x)) if !w.cause.as_ref().is_some_and(|c| c.errno == libc::EPIPE) && x.message != tar_in::INTERRUPTED => Err(w),
         (_, Err(x)) => Err(x),
     }
 }
@@ -212,7 +214,7 @@ mod tests {
         std::fs::create_dir_all(d.join("dest")).unwrap();
         let (root, dest) = (dir_fd(&d.join("src")), dir_fd(&d.join("dest")));
         let source = Source { root: root.as_fd(), path: Path::new("tree"), name: std::ffi::OsStr::new("copy") };
-        let (done, warnings) = copy(&source, &Dest { root: dest.as_fd(), path: Path::new(""), policy: Policy::Host }).unwrap();
+        let (done, warnings) = copy(&source, &Dest { root: dest.as_fd(), path: Path::new(""), policy: Policy::Host }, &mut || false).unwrap();
         assert!(!done.first_skipped);
         let out = d.join("dest/copy");
         assert_eq!(std::fs::read(out.join("sub/f")).unwrap(), b"inside\n");
@@ -230,11 +232,30 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_copy_stops() {
+        let d = tmp("stop");
+        std::fs::create_dir_all(d.join("src")).unwrap();
+        File::create(d.join("src/big")).unwrap().set_len(1 << 30).unwrap();
+        std::fs::create_dir_all(d.join("dest")).unwrap();
+        let (root, dest) = (dir_fd(&d.join("src")), dir_fd(&d.join("dest")));
+        let source = Source { root: root.as_fd(), path: Path::new("big"), name: std::ffi::OsStr::new("big") };
+        let mut asked = 0;
+        let err = copy(&source, &Dest { root: dest.as_fd(), path: Path::new(""), policy: Policy::Host }, &mut || {
+            asked += 1;
+            asked > 3
+        })
+        .unwrap_err();
+        assert_eq!(err.message, INTERRUPTED);
+        assert_eq!(asked, 4);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
     fn a_missing_source_is_the_error() {
         let d = tmp("missing");
         let root = dir_fd(&d);
         let source = Source { root: root.as_fd(), path: Path::new("nope"), name: std::ffi::OsStr::new("nope") };
-        let err = copy(&source, &Dest { root: root.as_fd(), path: Path::new(""), policy: Policy::Host }).unwrap_err();
+        let err = copy(&source, &Dest { root: root.as_fd(), path: Path::new(""), policy: Policy::Host }, &mut || false).unwrap_err();
         assert!(err.message.contains("nope") && err.message.contains("ENOENT"), "{err}");
         std::fs::remove_dir_all(d).unwrap();
     }

@@ -41,6 +41,8 @@ use std::rc::Rc;
 use tar::EntryType;
 
 const CHUNK: usize = 256 << 10;
+/// The error of an extraction stopped by its caller.
+pub const INTERRUPTED: &str = "interrupted";
 /// Zero blocks of this size are left as holes.
 const HOLE: usize = 64 << 10;
 
@@ -71,6 +73,7 @@ pub struct Extracted {
 
 /// A failure of one entry, or of the stream.
 enum Failed {
+    Interrupted,
     Read(io::Error),
     Entry { path: Vec<u8>, what: String },
 }
@@ -102,23 +105,26 @@ struct Extractor<'w> {
     dirs: Vec<(PathBuf, TimeSpec)>,
     buf: Vec<u8>,
     warnings: &'w mut Warnings,
+    /// Asked between entries and chunks: true stops the extraction (Ctrl-C).
+    interrupted: &'w mut dyn FnMut() -> bool,
     done: Extracted,
     first: Option<bool>,
 }
 
 /// Extracts the archive read from `input` into `dest`.
-pub fn extract<R: Read>(input: R, dest: &Dest, warnings: &mut Warnings) -> Result<Extracted> {
+pub fn extract<R: Read>(input: R, dest: &Dest, warnings: &mut Warnings, interrupted: &mut dyn FnMut() -> bool) -> Result<Extracted> {
     let shown = Path::new("/").join(dest.path);
     let fd = openat2(dest.root, dest.path, OFlag::O_PATH | OFlag::O_DIRECTORY, IN_ROOT).map_err(|e| Error::sys("open destination directory", &shown, e))?;
     if let Some(fs) = pseudo_fs(fd.as_fd()) {
         return Err(Error::msg(format!("refusing to copy into {}: it is on the kernel's {fs} filesystem", shown.display())));
     }
-    let mut x = Extractor { dest: fd, policy: dest.policy, last: None, dirs: Vec::new(), buf: vec![0; CHUNK], warnings, done: Extracted::default(), first: None };
+    let mut x = Extractor { dest: fd, policy: dest.policy, last: None, dirs: Vec::new(), buf: vec![0; CHUNK], warnings, interrupted, done: Extracted::default(), first: None };
     let mut archive = tar::Archive::new(input);
     let outcome = x.all(&mut archive);
     x.set_dir_times();
     match outcome {
         Ok(()) => {}
+        Err(Failed::Interrupted) => return Err(Error::msg(INTERRUPTED)),
         Err(Failed::Read(e)) => return Err(Error::msg(format!("read the archive: {}", one_line(&e)))),
         Err(Failed::Entry { path, what }) => return Err(Error::msg(format!("{}: {what}", display(&path)))),
     }
@@ -148,6 +154,9 @@ impl Extractor<'_> {
     fn all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Step<()> {
         for entry in archive.entries().map_err(Failed::Read)? {
             let mut entry = entry.map_err(Failed::Read)?;
+            if (self.interrupted)() {
+                return Err(Failed::Interrupted);
+            }
             let kind = entry.header().entry_type();
             if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink) {
                 continue;
@@ -311,9 +320,9 @@ impl Extractor<'_> {
     fn file<R: Read>(&mut self, at: &At, parent: &OwnedFd, name: &OsStr, meta: &Meta, data: &mut R) -> Step<bool> {
         let create = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut tries = 0;
-        let fd = loop {
+        let (fd, fresh) = loop {
             match nix::fcntl::openat(parent, name, create, Mode::from_bits_truncate(0o600)) {
-                Ok(fd) => break fd,
+                Ok(fd) => break (fd, true),
                 Err(Errno::EEXIST) if tries < 3 => {
                     tries += 1;
                     if let Some(busy) = self.clear(at, parent, name, "a file")? {
@@ -327,15 +336,32 @@ impl Extractor<'_> {
                             return Err(at.err("open existing", Errno::EBUSY));
                         }
                         self.refuse_pseudo(at, fd.as_fd())?;
-                        break fd;
+                        break (fd, false);
                     }
                 }
                 Err(e) => return Err(at.err("create file", e)),
             }
         };
         let file = File::from(fd);
+        let filled = self.fill(at, &file, data);
+        if filled.is_err() && fresh {
+            // Not left half-written (the archive was cut, the copy interrupted).
+            let _ = nix::unistd::unlinkat(parent, name, UnlinkatFlags::NoRemoveDir);
+        }
+        let pos = filled?;
+        self.done.bytes += pos;
+        self.own(at, file.as_fd(), meta.mode)?;
+        stat::futimens(&file, &meta.mtime, &meta.mtime).map_err(|e| at.err("set times", e))?;
+        Ok(true)
+    }
+
+    /// The entry's data written to `file`; its size.
+    fn fill<R: Read>(&mut self, at: &At, file: &File, data: &mut R) -> Step<u64> {
         let mut pos = 0u64;
         loop {
+            if (self.interrupted)() {
+                return Err(Failed::Interrupted);
+            }
             let n = read_full(data, &mut self.buf).map_err(Failed::Read)?;
             if n == 0 {
                 break;
@@ -358,10 +384,7 @@ impl Extractor<'_> {
             pos += n as u64;
         }
         file.set_len(pos).map_err(|e| at.err("set file size", io_errno(&e)))?;
-        self.done.bytes += pos;
-        self.own(at, file.as_fd(), meta.mode)?;
-        stat::futimens(&file, &meta.mtime, &meta.mtime).map_err(|e| at.err("set times", e))?;
-        Ok(true)
+        Ok(pos)
     }
 
     fn symlink(&mut self, at: &At, parent: &OwnedFd, name: &OsStr, rel: &Path, target: &[u8], meta: &Meta) -> Step<bool> {
