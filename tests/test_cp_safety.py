@@ -176,6 +176,11 @@ def test_container_nss_modules_are_never_loaded(capsa, tmp_path, state):
     _ok(capsa("cp", str(tmp_path / "in" / "f"), f"{name}:/tmp/"))
     _ok(capsa("cp", str(tmp_path / "in"), f"{name}:/"))
     _ok(capsa("cp", str(tmp_path / "in" / "f"), f"{name}:/data/owned"))
+    # The Python API's tar of a container path: numeric owners, no names looked up
+    # (data/owned was just replaced by a copy, root's).
+    members = _tar_from_container(capsa, name, "/data")
+    assert {m.name: (m.uid, m.uname) for m in members} == {
+        "data": (0, ""), "data/owned": (0, ""), "data/nameless": (4242, "")}
     if state == "paused":
         assert capsa("unpause", name).returncode == 0
     marker = _upper(capsa, name) / NSS_MARKER
@@ -188,6 +193,23 @@ def test_container_nss_modules_are_never_loaded(capsa, tmp_path, state):
         assert (st.st_uid, st.st_gid) == (0, 0), p
         assert (_upper(capsa, name) / p).read_text() == "from the host\n"
     assert capsa("rm", "-f", name).returncode == 0
+
+
+def _tar_from_container(capsa, name, path) -> list[tarfile.TarInfo]:
+    import threading
+
+    from capsa.container import copy
+
+    r, w = os.pipe()
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(tarfile.open(fileobj=os.fdopen(r, "rb"), mode="r|")), daemon=True)
+    reader.start()
+    try:
+        copy.read_tar(capsa.store, capsa.store.find(name), path, w)
+    finally:
+        os.close(w)
+        reader.join(10)
+    return got
 
 
 def test_cp_processes_keep_the_hosts_root_and_mounts(capsa, tmp_path):
