@@ -195,6 +195,42 @@ def test_container_nss_modules_are_never_loaded(capsa, tmp_path, state):
     assert capsa("rm", "-f", name).returncode == 0
 
 
+@pytest.mark.parametrize("state", ["running", "paused", "created", "exited"])
+def test_files_dirs_and_symlinks_both_ways(capsa, tmp_path, state):
+    """Links travel as links: into a container verbatim (they resolve in its
+    root), out of it only when they stay inside the destination."""
+    name = f"cp-trip-{state}-{os.getpid()}"
+    _container(capsa, name, state)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_bytes(b"\x00binary\xffdata" * 1000)
+    os.chmod(tree / "sub" / "f", 0o4750)
+    os.symlink("sub/f", tree / "rel")
+    os.symlink("/etc/motd", tree / "abs")
+    os.link(tree / "sub" / "f", tree / "hard")
+    os.symlink("tree/sub", tmp_path / "toplink")
+    _ok(capsa("cp", str(tree), f"{name}:/"))
+    _ok(capsa("cp", str(tmp_path / "toplink"), f"{name}:/tmp/"))
+    upper = _upper(capsa, name)
+    assert (upper / "tree" / "sub" / "f").read_bytes() == (tree / "sub" / "f").read_bytes()
+    st = os.stat(upper / "tree" / "sub" / "f")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o4750)     # the container's root's, mode kept
+    assert os.readlink(upper / "tree" / "rel") == "sub/f"
+    assert os.readlink(upper / "tree" / "abs") == "/etc/motd"               # resolves in the container
+    assert os.stat(upper / "tree" / "hard").st_ino == st.st_ino
+    assert os.readlink(upper / "tmp" / "toplink") == "tree/sub"
+    back = tmp_path / "back"
+    res = capsa("cp", f"{name}:/tree", str(back))
+    _ok(res)
+    assert (back / "sub" / "f").read_bytes() == (tree / "sub" / "f").read_bytes()
+    assert os.stat(back / "sub" / "f").st_mode & 0o7777 == 0o750            # no setuid bit on the host
+    assert os.readlink(back / "rel") == "sub/f" and os.stat(back / "hard").st_ino == os.stat(back / "sub" / "f").st_ino
+    assert not os.path.lexists(back / "abs") and "tree/abs -> /etc/motd" in res.stderr, res.describe()
+    if state == "paused":
+        assert capsa("unpause", name).returncode == 0
+    assert capsa("rm", "-f", name).returncode == 0
+
+
 def _tar_from_container(capsa, name, path) -> list[tarfile.TarInfo]:
     import threading
 
