@@ -173,7 +173,7 @@ pub fn copy(src: &Source, dest: &Dest, interrupted: &mut dyn FnMut() -> bool) ->
             Ok((done, lines))
         }
         (Err(w), Ok(_)) => Err(w),
-        (Err(w), Err(x)) if !w.cause.as_ref().is_some_and(|c| c.errno == libc::EPIPE) && x.message != tar_in::INTERRUPTED => Err(w),
+        (Err(w), Err(x)) if w.cause.as_ref().is_none_or(|c| c.errno != libc::EPIPE) && x.message != tar_in::INTERRUPTED => Err(w),
         (_, Err(x)) => Err(x),
     }
 }
