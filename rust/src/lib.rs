@@ -271,13 +271,6 @@ fn stats(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
     py.detach(|| control::stats(&root, &id)).or_raise().map(|v| v.to_string())
 }
 
-/// In a single-threaded child made for it: a private mount namespace with
-/// the container's overlay root mounted on target, and chroot there.
-#[pyfunction]
-fn enter_overlay_root(overlay: OverlayArg, links_dir: PathBuf, target: PathBuf) -> PyResult<()> {
-    capsa_core::overlay::enter_root(&to_overlay(overlay), &links_dir, &target).or_raise()
-}
-
 /// A regular file of an image as its merged layers (bottom first) show it,
 /// resolved inside them (the image's symlinks never lead to the host), at
 /// most `limit` bytes; None if there is no regular file there.
@@ -360,6 +353,134 @@ fn extract_layers<'py>(py: Python<'py>, jobs: Vec<(PathBuf, PathBuf)>, mode: &st
     Ok(out)
 }
 
+// ---- cp: files between the host and a container's root ---------------------
+//
+// Descriptors cross as ints: the caller owns them (the two root functions
+// hand theirs over) and keeps them open during each call.
+
+static COPY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `capsa._core.CopyError`, a `capsa.errors.CapsaError` with one line naming the path, the step and the errno.
+fn copy_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    let ty = COPY_ERROR.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        let base = py.import("capsa.errors")?.getattr("CapsaError")?.cast_into::<PyType>()?;
+        let doc = c"A copy between the host and a container failed; the message names the path, the step and the errno.";
+        PyErr::new_type(py, c"capsa._core.CopyError", Some(doc), Some(&base), None)
+    })?;
+    Ok(ty.bind(py))
+}
+
+fn copy_error(py: Python<'_>, e: error::Error) -> PyErr {
+    match copy_error_type(py) {
+        Ok(ty) => PyErr::from_type(ty.clone(), e.message),
+        Err(err) => err,
+    }
+}
+
+fn borrowed_fd(fd: i32) -> PyResult<std::os::fd::BorrowedFd<'static>> {
+    if fd < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!("bad file descriptor {fd}")));
+    }
+    // SAFETY: the caller keeps fd open for the duration of the call it is passed to.
+    Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
+fn copy_policy(to_container: bool, uid: u32, gid: u32) -> capsa_core::copy::Policy {
+    if to_container { capsa_core::copy::Policy::Container { uid, gid } } else { capsa_core::copy::Policy::Host }
+}
+
+/// The root of a running (or paused) container, opened through its init
+/// (pinned by a pidfd): (fd, uid, gid), the ids being the host ids of the
+/// container's root user. The caller closes fd.
+#[pyfunction]
+fn copy_root_of_running(py: Python<'_>, run_root: PathBuf, id: String) -> PyResult<(i32, u32, u32)> {
+    use std::os::fd::IntoRawFd;
+    let r = py.detach(|| capsa_core::copy::roots::running(&run_root, &id)).map_err(|e| copy_error(py, e))?;
+    Ok((r.fd.into_raw_fd(), r.uid, r.gid))
+}
+
+/// The overlay root of a container that is not running, as a detached
+/// mount attached nowhere (it goes when fd is closed); read-only unless
+/// writable. The caller closes fd.
+#[pyfunction]
+#[pyo3(signature = (overlay, writable=false))]
+fn copy_root_of_overlay(py: Python<'_>, overlay: OverlayArg, writable: bool) -> PyResult<i32> {
+    use std::os::fd::IntoRawFd;
+    let ov = to_overlay(overlay);
+    let fd = py.detach(|| capsa_core::copy::roots::overlay(&ov, writable)).map_err(|e| copy_error(py, e))?;
+    Ok(fd.into_raw_fd())
+}
+
+/// What is at path in the root dir_fd ("dir", "file", "symlink", "other"), or None; resolved in that root.
+#[pyfunction]
+#[pyo3(signature = (dir_fd, path, follow=true))]
+fn copy_lookup(py: Python<'_>, dir_fd: i32, path: PathBuf, follow: bool) -> PyResult<Option<&'static str>> {
+    let root = borrowed_fd(dir_fd)?;
+    py.detach(|| capsa_core::copy::lookup(root, &path, follow)).map_err(|e| copy_error(py, e))
+}
+
+/// Write a tar of path (resolved in the root dir_fd, its last component not
+/// followed), named name, to out_fd. Returns the warnings.
+#[pyfunction]
+fn copy_tar_out(py: Python<'_>, dir_fd: i32, path: PathBuf, name: std::ffi::OsString, out_fd: i32) -> PyResult<Vec<String>> {
+    let (root, out) = (borrowed_fd(dir_fd)?, borrowed_fd(out_fd)?);
+    let src = capsa_core::copy::Source { root, path: &path, name: &name };
+    py.detach(|| capsa_core::copy::write_to(&src, out)).map_err(|e| copy_error(py, e))
+}
+
+/// Python's signal handlers, run while a copy is under way (the GIL taken
+/// for a moment); an exception from one (KeyboardInterrupt) stops the copy.
+fn copy_interrupted(raised: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
+    move || {
+        if raised.is_none() {
+            *raised = Python::attach(|py| py.check_signals()).err();
+        }
+        raised.is_some()
+    }
+}
+
+fn copy_result<T>(py: Python<'_>, result: error::Result<T>, raised: Option<PyErr>) -> PyResult<T> {
+    match (result, raised) {
+        (_, Some(e)) => Err(e),
+        (r, None) => r.map_err(|e| copy_error(py, e)),
+    }
+}
+
+/// Extract the tar read from in_fd into the directory path of the root
+/// dir_fd: into a container (owned by uid:gid) or onto the host. Returns the warnings.
+#[pyfunction]
+fn copy_tar_in(py: Python<'_>, in_fd: i32, dir_fd: i32, path: PathBuf, to_container: bool, uid: u32, gid: u32) -> PyResult<Vec<String>> {
+    let (input, root) = (borrowed_fd(in_fd)?, borrowed_fd(dir_fd)?);
+    let dest = capsa_core::copy::Dest { root, path: &path, policy: copy_policy(to_container, uid, gid) };
+    let mut raised = None;
+    let result = py.detach(|| capsa_core::copy::read_from(input, &dest, &mut copy_interrupted(&mut raised)));
+    copy_result(py, result, raised).map(|(_, w)| w)
+}
+
+/// copy_tar_out piped into copy_tar_in: returns (warnings, first_skipped),
+/// first_skipped saying that what was named was not copied (see the warnings).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn copy_between(
+    py: Python<'_>,
+    src_dir_fd: i32,
+    src_path: PathBuf,
+    name: std::ffi::OsString,
+    dest_dir_fd: i32,
+    dest_path: PathBuf,
+    to_container: bool,
+    uid: u32,
+    gid: u32,
+) -> PyResult<(Vec<String>, bool)> {
+    let (src_root, dest_root) = (borrowed_fd(src_dir_fd)?, borrowed_fd(dest_dir_fd)?);
+    let src = capsa_core::copy::Source { root: src_root, path: &src_path, name: &name };
+    let dest = capsa_core::copy::Dest { root: dest_root, path: &dest_path, policy: copy_policy(to_container, uid, gid) };
+    let mut raised = None;
+    let result = py.detach(|| capsa_core::copy::copy(&src, &dest, &mut copy_interrupted(&mut raised)));
+    let (done, warnings) = copy_result(py, result, raised)?;
+    Ok((warnings, done.first_skipped))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ContainerError", m.py().get_type::<ContainerError>())?;
@@ -379,10 +500,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resume, m)?)?;
     m.add_function(wrap_pyfunction!(update, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
-    m.add_function(wrap_pyfunction!(enter_overlay_root, m)?)?;
     m.add_function(wrap_pyfunction!(read_image_file, m)?)?;
     m.add("LayerError", layer_error_type(m.py())?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layers, m)?)?;
+    m.add("CopyError", copy_error_type(m.py())?)?;
+    m.add_function(wrap_pyfunction!(copy_root_of_running, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_root_of_overlay, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_lookup, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_tar_out, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_tar_in, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_between, m)?)?;
     Ok(())
 }

@@ -1,110 +1,160 @@
 """`capsa cp`: files between the host and a container, running or not.
 
-The container side is read or written by a forked child whose root is the
-container's own: `/proc/<init>/root` of a running (or paused) container,
-which also shows its volumes and tmpfs mounts, or, for a created or stopped
-one, its overlay root mounted in a private mount namespace (the host never
-sees that mount; it goes when the child exits). Inside that root the
-container's symlinks, absolute ones included, cannot lead to the host's
-files, and the image needs no tar or shell. What lands on the host is
-extracted by the caller with tarfile's `tar` filter.
+Nothing here enters the container. The container's root is a descriptor
+(capsa-core's copy module, rust/core/src/copy/): `/proc/<init>/root` of a
+running or paused container (pinned by a pidfd, so a reused pid cannot hand
+over a host process's root; its volumes and tmpfs mounts show), or, for a
+created or stopped one, its overlay as a detached mount that no path or
+mount namespace shows and that goes when the descriptor is closed. Every
+path in it is resolved by the kernel inside that root (openat2
+RESOLVE_IN_ROOT), the tar is written and read by the core as a stream
+through a pipe, and no process, this one or a child, changes its root or
+mount namespace: no user or group name is looked up and no module is
+imported while the container's files are in reach, so none of them can run.
+
+What lands in a container belongs to its root user (as with `docker cp`);
+what lands on the host is extracted into a fresh directory beside the
+destination and renamed into place: no device node or fifo, no setuid bit,
+no symlink that is absolute or climbs out of the destination (those are
+skipped with a warning), nothing through a symlink.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tarfile
-from typing import Callable, BinaryIO
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from capsa.errors import CapsaError
 
-
-def read_tar(store, rec, path: str) -> bytes:
-    """A tar of `path` in the container (a file, link or whole dir), named by its last component."""
-    def job(_inp: BinaryIO, out: BinaryIO) -> None:
-        if not os.path.lexists(path):
-            raise CapsaError(f"no such file or directory in container {rec.name}: {path}")
-        with tarfile.open(fileobj=out, mode="w|") as tf:
-            tf.add(path, arcname=os.path.basename(path.rstrip("/")) or ".")
-
-    return _in_root(store, rec, job)
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def is_dir(store, rec, path: str) -> bool:
-    def job(_inp: BinaryIO, out: BinaryIO) -> None:
-        out.write(b"1" if os.path.isdir(path) else b"0")
-
-    return _in_root(store, rec, job) == b"1"
-
-
-def write_tar(store, rec, into: str, data: bytes) -> None:
-    """Extract a tar into the dir `into` of the container; what it adds
-    belongs to the container's root user, as `docker cp` does."""
-    def owned_by_root(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        return tarfile.tar_filter(member, dest).replace(uid=0, gid=0, uname="root", gname="root")
-
-    def job(inp: BinaryIO, _out: BinaryIO) -> None:
-        if not os.path.isdir(into):
-            raise CapsaError(f"no such directory in container {rec.name}: {into}")
-        with tarfile.open(fileobj=inp, mode="r|") as tf:
-            tf.extractall(into, filter=owned_by_root)
-
-    _in_root(store, rec, job, data)
-
-
-def _enter(store, rec) -> None:
-    """Make this (forked, single-threaded) process's root the container's."""
-    st = store.status(rec)
-    if st.live and st.pid:
-        os.chroot(f"/proc/{st.pid}/root")
-        os.chdir("/")
-        return
+@contextlib.contextmanager
+def container_root(store, rec, writable: bool = False) -> Iterator[tuple[int, int, int]]:
+    """(fd, uid, gid): the container's root as a descriptor, and the host ids of its root user."""
     from capsa import _core
     from capsa.container.lifecycle import overlay_of
 
-    d = store.dir(rec.id)
-    _core.enter_overlay_root(overlay_of(store, rec), str(d / "lower-links"), str(d / "merged"))
-
-
-def _in_root(store, rec, job: Callable[[BinaryIO, BinaryIO], None], data: bytes = b"") -> bytes:
-    """Run job(input, output) in a child inside the container's root; its output.
-    A failure in the child comes back as a CapsaError with its message."""
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
+    st = store.status(rec)
+    fd = None
+    if st.live:
         try:
-            for fd in (in_w, out_r, err_r):
-                os.close(fd)
-            _enter(store, rec)
-            with os.fdopen(in_r, "rb") as inp, os.fdopen(out_w, "wb") as out:
-                job(inp, out)
-            code = 0
-        except BaseException as e:  # noqa: BLE001 - reported to the parent, one line
-            from capsa._core import ContainerError
-
-            msg = str(e) if isinstance(e, (CapsaError, OSError, ContainerError)) else f"{type(e).__name__}: {e}"
-            os.write(err_w, msg.encode(errors="replace"))
-        finally:
-            os._exit(code)
-    for fd in (in_r, out_w, err_w):
-        os.close(fd)
+            fd, uid, gid = _core.copy_root_of_running(str(store.run_root), rec.id)
+        except _core.CopyError as e:
+            now = store.status(rec)
+            if now.live:
+                raise CapsaError(f"container {rec.name} is {now.status} but its root cannot be opened: {e}") from None
+    if fd is None:      # created, exited, or stopped meanwhile
+        fd, uid, gid = _core.copy_root_of_overlay(overlay_of(store, rec), writable), 0, 0
     try:
-        # The jobs either read their input or write output, never both at
-        # once: one pipe at a time cannot deadlock.
-        with os.fdopen(in_w, "wb") as inp:
-            try:
-                inp.write(data)
-            except BrokenPipeError:
-                pass
-        with os.fdopen(out_r, "rb") as out:
-            result = out.read()
-        with os.fdopen(err_r, "rb") as err:
-            message = err.read().decode(errors="replace").strip()
+        yield fd, uid, gid
     finally:
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise CapsaError(message or f"copy in container {rec.name} failed (status {status})")
-    return result
+        os.close(fd)
+
+
+def _inner(path: str) -> PurePosixPath:
+    return PurePosixPath("/") / path
+
+
+def read_tar(store, rec, path: str, out_fd: int) -> list[str]:
+    """Write a tar of `path` in the container (a file, link or whole dir,
+    named by its last component) to out_fd; returns the warnings."""
+    from capsa import _core
+
+    inner = _inner(path)
+    with container_root(store, rec) as (fd, _, _):
+        if _core.copy_lookup(fd, str(inner), False) is None:
+            raise CapsaError(f"no such file or directory in container {rec.name}: {inner}")
+        return _core.copy_tar_out(fd, str(inner), inner.name or "rootfs", out_fd)
+
+
+def write_tar(store, rec, into: str, in_fd: int) -> list[str]:
+    """Extract the tar read from in_fd into the directory `into` of the
+    container; what it adds belongs to the container's root user, as
+    `docker cp` does. Returns the warnings."""
+    from capsa import _core
+
+    inner = _inner(into)
+    with container_root(store, rec, writable=True) as (fd, uid, gid):
+        if _core.copy_lookup(fd, str(inner)) != "dir":
+            raise CapsaError(f"no such directory in container {rec.name}: {inner}")
+        return _core.copy_tar_in(in_fd, fd, str(inner), True, uid, gid)
+
+
+def copy_out(store, rec, src_path: str, dst_path: str) -> list[str]:
+    """`capsa cp CONTAINER:SRC DEST`. DEST an existing dir: SRC lands in it
+    under its own name; else SRC becomes DEST (a dir there is replaced by a
+    copied dir). Returns the warnings."""
+    from capsa import _core
+
+    inner = _inner(src_path)
+    shown = f"{rec.name}:{inner}"
+    target = Path(dst_path)
+    with container_root(store, rec) as (fd, _, _):
+        kind = _core.copy_lookup(fd, str(inner), False)
+        if kind is None:
+            raise CapsaError(f"no such file or directory in container {rec.name}: {inner}")
+        name = inner.name
+        if not name and target.exists():
+            raise CapsaError(f"cannot copy the root of container {rec.name} into an existing {dst_path}: name a new directory")
+        final = target / name if name and target.is_dir() else target
+        parent = final.parent
+        if not parent.is_dir():
+            raise CapsaError(f"cannot copy {shown} to {dst_path}: no such directory {parent}")
+        if final.is_dir() and not final.is_symlink() and kind != "dir":
+            raise CapsaError(f"cannot copy {shown} to {final}: cannot overwrite a directory with a non-directory")
+        if kind == "dir" and os.path.lexists(final) and (final.is_symlink() or not final.is_dir()):
+            raise CapsaError(f"cannot copy {shown} to {final}: cannot overwrite a non-directory with a directory")
+        name = name or final.name or "rootfs"
+        with tempfile.TemporaryDirectory(dir=parent, prefix=".capsa-cp-") as tmp:
+            tmp_fd = os.open(tmp, _DIR_FLAGS)
+            try:
+                warnings, skipped = _core.copy_between(fd, str(inner), name, tmp_fd, "", False, 0, 0)
+            finally:
+                os.close(tmp_fd)
+            made = os.path.join(tmp, name)
+            if skipped or not os.path.lexists(made):
+                raise CapsaError(f"cannot copy {shown}: " + (warnings[0] if warnings else "nothing was copied"))
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(made, final)
+    return warnings
+
+
+def copy_in(store, rec, src_path: str, dst_path: str) -> list[str]:
+    """`capsa cp SRC CONTAINER:DEST`. DEST a dir in the container (its
+    symlinks followed inside it): SRC lands in it under its own name; else
+    SRC becomes DEST. Returns the warnings."""
+    from capsa import _core
+
+    raw = src_path.rstrip("/") or "/"
+    base = os.path.basename(raw)
+    if base in ("", ".", ".."):
+        real = os.path.realpath(raw)
+        host_dir, name = os.path.dirname(real), os.path.basename(real)
+    else:
+        host_dir, name = os.path.dirname(raw) or ".", base
+    if not name:
+        raise CapsaError("cannot copy the host's root directory into a container")
+    if not os.path.lexists(os.path.join(host_dir, name)):
+        raise CapsaError(f"cannot copy {src_path}: no such file or directory")
+    inner = _inner(dst_path)
+    with container_root(store, rec, writable=True) as (fd, uid, gid):
+        if _core.copy_lookup(fd, str(inner)) == "dir":
+            into, arcname = inner, name
+        else:
+            into, arcname = inner.parent, inner.name
+        if _core.copy_lookup(fd, str(into)) != "dir":
+            raise CapsaError(f"no such directory in container {rec.name}: {into}")
+        host_fd = os.open(host_dir, _DIR_FLAGS)
+        try:
+            warnings, skipped = _core.copy_between(host_fd, name, arcname, fd, str(into), True, uid, gid)
+        finally:
+            os.close(host_fd)
+    if skipped:
+        raise CapsaError(f"cannot copy {src_path}: " + (warnings[0] if warnings else "nothing was copied"))
+    return warnings

@@ -46,9 +46,8 @@ fn checked_text(p: &Path, what: &str) -> Result<String> {
 }
 
 impl Overlay {
-    /// Check the dirs and build the mount data. `links_dir` is where the
-    /// short symlinks go if they are needed (a dir owned by the container).
-    pub fn plan(&self, links_dir: &Path) -> Result<OverlayPlan> {
+    /// One to MAX_LAYERS lower layers, each an existing absolute directory.
+    pub fn check_lowers(&self) -> Result<()> {
         if self.lower.is_empty() {
             return Err(Error::msg("overlay root needs at least one lower layer dir"));
         }
@@ -60,6 +59,13 @@ impl Overlay {
                 return Err(Error::msg(format!("overlay lower layer {} is not an existing absolute directory", dir.display())));
             }
         }
+        Ok(())
+    }
+
+    /// Check the dirs and build the mount data. `links_dir` is where the
+    /// short symlinks go if they are needed (a dir owned by the container).
+    pub fn plan(&self, links_dir: &Path) -> Result<OverlayPlan> {
+        self.check_lowers()?;
         for (dir, what) in [(&self.upper, "upper dir"), (&self.work, "work dir")] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(&format!("create overlay {what}"), dir, e))?;
         }
@@ -93,31 +99,6 @@ impl Overlay {
         let base = checked_text(&std::path::absolute(links_dir).map_err(|e| Error::io("resolve", links_dir, e))?, "links dir")?;
         Ok(OverlayPlan { base: cstring(&base), data: cstring(&data) })
     }
-}
-
-/// Make this process's root the container's overlay root, for work on the
-/// files of a container that is not running (`capsa cp`): a private mount
-/// namespace, the overlay on `target` (created if missing) in it, then
-/// chroot there. Only for a single-threaded child that exists for this: the
-/// whole process changes namespace and root, and the mount goes with it.
-pub fn enter_root(ov: &Overlay, links_dir: &Path, target: &Path) -> Result<()> {
-    let plan = ov.plan(links_dir)?;
-    std::fs::create_dir_all(target).map_err(|e| Error::io("create", target, e))?;
-    let target_c = cstring(&target.to_string_lossy());
-    let sys = |step: &str, path: &Path| Error::sys(step, path, nix::errno::Errno::last());
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(sys("unshare mount namespace for", target));
-        }
-        if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
-            return Err(sys("make private", Path::new("/")));
-        }
-        crate::child::mount::overlay_root(&plan, &target_c)?;
-        if libc::chroot(target_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-            return Err(sys("chroot into", target));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

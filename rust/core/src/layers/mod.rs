@@ -12,7 +12,7 @@
 mod decompress;
 mod extract;
 pub(crate) mod root;
-mod safe_path;
+pub(crate) mod safe_path;
 mod whiteout;
 
 pub use decompress::Compression;
