@@ -196,4 +196,25 @@ mod tests {
         std::fs::remove_dir(&tmp).unwrap();
         assert_eq!(String::from_utf8_lossy(&out), "true true");
     }
+
+    #[test]
+    fn a_failing_close_range_lets_no_fd_through() {
+        // close_range refused (ENOSYS, as on kernels before 5.9): the fds are closed one by one.
+        let out = in_child(|w| {
+            let mut filter = libseccomp::ScmpFilterContext::new(libseccomp::ScmpAction::Allow).unwrap();
+            let close_range = libseccomp::ScmpSyscall::from_name("close_range").unwrap();
+            filter.add_rule(libseccomp::ScmpAction::Errno(libc::ENOSYS), close_range).unwrap();
+            filter.load().unwrap();
+            let held: Vec<i32> = (0..5).map(|_| nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap().into_raw_fd()).collect();
+            close_all_except(3, &[w]);
+            // SAFETY: F_GETFD only reads the fd's flags (EBADF once closed).
+            let flags = |fd: i32| unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            let open_after = held.iter().filter(|fd| flags(**fd) >= 0).count();
+            let other = nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap().into_raw_fd();
+            cloexec_from(3);
+            let marked = flags(other) & libc::FD_CLOEXEC != 0;
+            let _ = sys::write(w, format!("{open_after} {marked}").as_bytes());
+        });
+        assert_eq!(String::from_utf8_lossy(&out), "0 true");
+    }
 }
