@@ -91,3 +91,78 @@ def test_state_root_is_private(ctx):
     mode = stat.S_IMODE(os.stat(ctx.root).st_mode)
     assert mode == 0o700, oct(mode)
     ctx.ok("delete", "--force", cid)
+
+
+def test_foreground_run_relays_its_own_terminal(ctx):
+    """terminal: true without --console-socket: the runtime makes the pty and
+    relays it to its own stdio (no \\r added), exiting with the container's code."""
+    import pty
+    cid, bundle = ctx.bundle(["sh", "-c", "tty; echo out; exit 3"], terminal=True)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([ctx.runtime, "--root", str(ctx.root), "run", "--bundle", str(bundle), cid],
+                                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=20) == 3, out
+    finally:
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "/dev/pts/" in text and "out\n" in text.replace("\r\n", "\n"), text
+    assert not ctx.state_entries(cid)
+    # Detached, the tty has nowhere to go: refused.
+    cid2, bundle2 = ctx.bundle(["true"], terminal=True)
+    res = ctx.cli("run", "-d", "--bundle", bundle2, cid2)
+    assert res.returncode != 0 and "console-socket" in res.stderr, res.describe()
+
+
+def test_run_keep_leaves_a_stopped_container(ctx):
+    cid, bundle = ctx.bundle(["true"])
+    res = ctx.cli("run", "--keep", "--bundle", bundle, cid)
+    assert res.returncode == 0, res.describe()
+    assert ctx.state(cid)["status"] == "stopped"
+    assert ctx.leftover_cgroups(cid), "the cgroup goes only with delete"
+    ctx.ok("kill", "--all", cid, "0")   # as runc: --all on a stopped container is no error
+    assert ctx.cli("kill", cid, "0").returncode != 0
+    ctx.ok("delete", cid)
+    assert not ctx.state_entries(cid) and not ctx.leftover_cgroups(cid)
+
+
+def test_exec_failures_exit_255_and_paused_containers(ctx):
+    cid, _ = ctx.create(["sleep", "30"])
+    ctx.ok("start", cid)
+    assert ctx.cli("exec", cid, "no-such-binary").returncode == 255
+    assert ctx.cli("exec", "no-such-container", "true").returncode == 255
+    assert ctx.cli("exec", cid, "sh", "-c", "exit 7").returncode == 7
+    process = ctx.tmp / "process.json"
+    process.write_text(json.dumps({"args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin"]}))
+    res = ctx.cli("exec", "--process", process, cid)
+    assert (res.returncode, res.stdout.strip()) == (0, "0"), res.describe()   # no user: uid 0, as runc
+    ctx.ok("pause", cid)
+    res = ctx.cli("exec", cid, "true")
+    assert res.returncode == 255 and "cannot exec in a paused container" in res.stderr, res.describe()
+    resumer = subprocess.Popen(["sh", "-c", f"sleep 1; {ctx.runtime} --root {ctx.root} resume {cid}"])
+    res = ctx.cli("exec", "--ignore-paused", cid, "echo", "ok", timeout=30)
+    resumer.wait(timeout=30)
+    assert (res.returncode, res.stdout.strip()) == (0, "ok"), res.describe()
+    ctx.ok("delete", "--force", cid)
+
+
+def test_help_topics_and_spec_namespaces(ctx):
+    res = ctx.cli("foo", "-h", root=False)
+    assert res.returncode != 0 and "No help topic for 'foo'" in res.stderr
+    assert ctx.cli("run", "-h", root=False).returncode == 0
+    d = ctx.tmp / "spec-ns"
+    d.mkdir()
+    ctx.ok("spec", root=False, cwd=d)
+    types = [n["type"] for n in json.loads((d / "config.json").read_text())["linux"]["namespaces"]]
+    pure_v2 = not h.v1_controllers()
+    assert ("cgroup" in types) == pure_v2, types   # as runc spec: a cgroup namespace only on pure v2

@@ -32,6 +32,12 @@ pub struct CreateOptions {
     /// The caller starts many containers: join namespaces made ahead, and
     /// (run) have more made once this one is reaped (spares.rs).
     pub spare_namespaces: bool,
+    /// A terminal without a console socket: the pty master comes back in
+    /// `Created::terminal` (a foreground `run`). Otherwise that is an error.
+    pub relay_terminal: bool,
+    /// run: keep the state and the cgroup once the process has exited
+    /// (runc's `run --keep`), until `delete`.
+    pub keep: bool,
 }
 
 pub struct Created {
@@ -42,6 +48,8 @@ pub struct Created {
     pub hooks: bool,
     /// The spares (CLONE_NEW* flags) a container like this one could join.
     pub spare_kinds: i32,
+    /// The pty master, with `relay_terminal`.
+    pub terminal: Option<std::os::fd::OwnedFd>,
     /// The state as saved.
     pub state: State,
 }
@@ -160,6 +168,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         &cgroup,
         &spawn::Options {
             console_socket: opts.console_socket.as_deref(),
+            relay_terminal: opts.relay_terminal,
             exec_fifo: (!opts.start_in_process).then_some(fifo.as_path()),
             preserve_fds: opts.preserve_fds,
             hook_state: hook_files.as_ref().map(|f| (f.creating.as_raw_fd(), f.created.as_raw_fd())),
@@ -189,8 +198,11 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
         // create + start: while this one runs (run asks once it is reaped).
         crate::spares::request(spare_kinds);
     }
+    let mut spawned = spawned;
+    let terminal = spawned.terminal.take();
     Ok(Created {
         pid,
+        terminal,
         init: opts.start_in_process.then_some(spawned),
         hooks: spec.hooks().is_some(),
         spare_kinds,
@@ -267,7 +279,9 @@ pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> 
 pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach: bool, wait: impl FnOnce(i32) -> Result<i32>) -> Result<Option<i32>> {
     opts.start_in_process = true;
     opts.start_at_once = true;
-    let created = create(root, id, bundle, &opts)?;
+    // In the foreground a terminal without a console socket is ours to relay, as runc does.
+    opts.relay_terminal = !detach && opts.console_socket.is_none();
+    let mut created = create(root, id, bundle, &opts)?;
     if let Err(e) = start_in_process(root, id, &created) {
         let _ = delete(root, id, true);
         return Err(e);
@@ -275,9 +289,14 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
     if detach {
         return Ok(None);
     }
-    let code = wait(created.pid);
+    let code = match created.terminal.take() {
+        Some(master) => crate::tty::relay(master, created.pid),
+        None => wait(created.pid),
+    };
     crate::spares::request(created.spare_kinds);
-    if code.is_ok() {
+    if code.is_ok() && opts.keep {
+        // Stopped, with its state and cgroup, until `delete`.
+    } else if code.is_ok() {
         // Reaped: stopped, as the state in hand says; no need to read it again.
         let _ = remove(root, &created.state);
     } else {
@@ -329,7 +348,8 @@ pub fn ps(root: &Path, id: &str) -> Result<Vec<i32>> {
 pub fn parse_signal(s: &str) -> Result<i32> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        // 0 checks that the process exists, as kill(2) does.
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
         return Err(Error::msg(format!("invalid signal number {n}")));
@@ -350,7 +370,14 @@ pub fn parse_signal(s: &str) -> Result<i32> {
 pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     let st = State::load(root, id)?;
     if st.status(root) == Status::Stopped {
-        return Err(Error::msg(format!("cannot kill container {id}: it is not running")));
+        if !all {
+            return Err(Error::msg(format!("cannot kill container {id}: it is not running")));
+        }
+        // As runc: --all reaches whatever is left in the cgroup (nothing, often).
+        for pid in st.cgroup.pids() {
+            unsafe { libc::kill(pid, signal) };
+        }
+        return Ok(());
     }
     if all {
         for pid in st.cgroup.pids() {

@@ -42,6 +42,8 @@ pub struct ExecOptions {
     /// A terminal without a console socket: the runtime keeps the pty master
     /// (for a foreground `exec -t`, see tty.rs). Otherwise that is an error.
     pub relay_terminal: bool,
+    /// Exec into a paused container too (the process starts frozen, runs once resumed).
+    pub ignore_paused: bool,
 }
 
 /// A started process; `terminal` is its pty master when the runtime relays it.
@@ -67,8 +69,14 @@ pub struct Overrides {
 }
 
 /// A runtime-spec process from JSON text (runc's `--process` file).
+/// As runc, a process without `user` runs as uid 0, gid 0.
 pub fn parse_process(text: &str, origin: &str) -> Result<Process> {
-    serde_json::from_str(text).map_err(|e| Error::msg(format!("invalid process in {origin}: {e}")))
+    let invalid = |e: serde_json::Error| Error::msg(format!("invalid process in {origin}: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
+    if let Some(p) = value.as_object_mut() {
+        p.entry("user").or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// What to run: a whole runtime-spec process, or runc's `exec ID ARGS...`
@@ -143,7 +151,9 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let st = State::load(root, id)?;
     match st.status(root) {
         Status::Stopped => return Err(Error::msg(format!("cannot exec in container {id}: it is stopped"))),
-        Status::Paused => return Err(Error::msg(format!("cannot exec in container {id}: it is paused (resume it first)"))),
+        Status::Paused if !opts.ignore_paused => {
+            return Err(Error::msg(format!("cannot exec in a paused container ({id}): resume it first, or --ignore-paused")))
+        }
         _ => {}
     }
     // The container's config (seccomp and the like apply to exec'd processes too), with this process.

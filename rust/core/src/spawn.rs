@@ -12,12 +12,16 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 pub struct Options<'a> {
     pub console_socket: Option<&'a Path>,
+    /// A terminal without a console socket: the caller keeps the pty master
+    /// (a foreground `run`, relayed by tty.rs, as runc does). Otherwise that is an error.
+    pub relay_terminal: bool,
     /// With a fifo the child waits on it after setup (create/start from
     /// different processes); without, it waits for START on the sync socket.
     pub exec_fifo: Option<&'a Path>,
@@ -53,6 +57,8 @@ pub struct Spawned {
     pub pid: i32,
     pub sync: OwnedFd,
     pub started: bool,
+    /// The pty master, with `relay_terminal`.
+    pub terminal: Option<OwnedFd>,
 }
 
 impl Spawned {
@@ -98,12 +104,16 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     join.sort_by_key(|(t, _)| *t != libc::CLONE_NEWUSER);
     let join_raw: Vec<(i32, RawFd)> = join.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
 
-    let console = if plan.process.terminal {
-        let path = opts.console_socket.ok_or_else(|| Error::msg("process.terminal is true: a --console-socket is required"))?;
-        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?;
-        Some(OwnedFd::from(stream))
-    } else {
-        None
+    let mut relay_end: Option<UnixStream> = None;
+    let console = match (plan.process.terminal, opts.console_socket) {
+        (false, _) => None,
+        (true, Some(path)) => Some(OwnedFd::from(UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?)),
+        (true, None) if opts.relay_terminal => {
+            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
+            relay_end = Some(ours);
+            Some(OwnedFd::from(theirs))
+        }
+        (true, None) => return Err(Error::msg("process.terminal is true: a --console-socket is required (cannot allocate a tty for a detached container without one)")),
     };
 
     // The init reopens the fifo through its own /proc once set up; a host
@@ -183,7 +193,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
             // The kernel stamps the start time within the clone: where the
             // clock did not tick meanwhile, that is it (no /proc read).
             let start = Some(before).filter(|b| *b == crate::state::boot_ticks());
-            return started_at_once(pid, start, parent_sock, reached_exec.load(std::sync::atomic::Ordering::SeqCst), opts);
+            return started_at_once(pid, start, parent_sock, reached_exec.load(std::sync::atomic::Ordering::SeqCst), relay_end, opts);
         }
         // clone3 cannot do it here (an old kernel): the usual way below.
         cx.at_once = None;
@@ -251,7 +261,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     };
     match finish() {
-        Ok(()) => Ok(Spawned { pid, sync: parent_sock, started: false }),
+        Ok(()) => match relay_end.as_ref().map(crate::tty::receive_master).transpose() {
+            Ok(terminal) => Ok(Spawned { pid, sync: parent_sock, started: false, terminal }),
+            Err(e) => {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                reap(pid);
+                Err(e)
+            }
+        },
         Err(e) => {
             // Once reaped, the pid may already belong to someone else.
             if !reaped.get() {
@@ -264,7 +281,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
 }
 
 /// The parent's side of clone_vm: by now the child has exec'd or failed.
-fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_exec: bool, opts: &Options<'_>) -> Result<Spawned> {
+fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_exec: bool, relay_end: Option<UnixStream>, opts: &Options<'_>) -> Result<Spawned> {
     let heard = sync::hear(&parent_sock);
     if matches!(heard, Ok(Heard::Closed)) && !reached_exec {
         // Closed without a word, before the execve: it died during setup.
@@ -272,14 +289,22 @@ fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_e
         return Err(Error::msg(format!("container init exited during setup ({})", describe_exit(status))));
     }
     let recorded = opts.events.map_or(Ok(()), |f| f(Event::Started(pid, start)));
+    let mut terminal = None;
     let failure = match heard {
-        Ok(Heard::Closed) => recorded.err(), // close-on-exec: closed means exec'd
+        // close-on-exec: closed means exec'd
+        Ok(Heard::Closed) => recorded.err().or_else(|| match relay_end.as_ref().map(crate::tty::receive_master).transpose() {
+            Ok(master) => {
+                terminal = master;
+                None
+            }
+            Err(e) => Some(e),
+        }),
         Ok(Heard::Failed(e)) => Some(e),
         Ok(other) => Some(Error::msg(format!("unexpected message {other:?} from container init"))),
         Err(e) => Some(e),
     };
     match failure {
-        None => Ok(Spawned { pid, sync: parent_sock, started: true }),
+        None => Ok(Spawned { pid, sync: parent_sock, started: true, terminal }),
         Some(e) => {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             reap(pid);

@@ -98,9 +98,23 @@ fn drain(m: RawFd, buf: &mut [u8]) {
     }
 }
 
+/// No "\n" to "\r\n" on the way out, as runc relays: the output is what
+/// the process wrote (our own terminal, in raw mode, does no mapping either).
+fn clear_onlcr(master: RawFd) {
+    // SAFETY: termios is plain data; tcgetattr fills it before tcsetattr reads it.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(master, &mut t) == 0 {
+            t.c_oflag &= !libc::ONLCR;
+            libc::tcsetattr(master, libc::TCSANOW, &t);
+        }
+    }
+}
+
 /// Relay until our child `pid` exits; its exit code (128+N when killed by signal N).
 pub fn relay(master: OwnedFd, pid: i32) -> Result<i32> {
     let m = master.as_raw_fd();
+    clear_onlcr(m);
     let _raw = RawMode::enter();
     copy_window_size(m);
     let watch = forward::Watch::new(pid)?;

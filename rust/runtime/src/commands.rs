@@ -127,7 +127,8 @@ impl Cli {
 
     fn run(&self, (opts, args): (Opts, Vec<String>)) -> Outcome {
         let id = id(&args)?;
-        let (bundle, create) = self.create_options(&opts, true)?;
+        let (bundle, mut create) = self.create_options(&opts, true)?;
+        create.keep = opts.flag("keep");
         // In the foreground, signals sent to us are meant for the container (as with runc).
         let code = container::run(&self.root, id, &bundle, create, opts.flag("detach"), container::wait_forwarding_signals)?;
         Ok(code.unwrap_or(0))
@@ -242,7 +243,15 @@ impl Cli {
         }
     }
 
-    fn exec(&self, (opts, args): (Opts, Vec<String>)) -> Outcome {
+    /// A failed exec exits 255, as runc's does (engines tell it from the process's own codes).
+    fn exec(&self, parsed: (Opts, Vec<String>)) -> Outcome {
+        self.exec_process(parsed).map_err(|e| match e {
+            Failure::Failed(msg) => Failure::Exit(255, msg),
+            other => other,
+        })
+    }
+
+    fn exec_process(&self, (opts, args): (Opts, Vec<String>)) -> Outcome {
         let Some((cid, command)) = args.split_first() else {
             return Err(usage("a container id is required").into());
         };
@@ -274,6 +283,7 @@ impl Cli {
             pid_file: opts.value("pid-file").map(PathBuf::from),
             preserve_fds: opts.number("preserve-fds")?,
             relay_terminal: !detach,
+            ignore_paused: opts.flag("ignore-paused"),
         };
         let to_run = ToRun::load(None, process, overrides)?;
         let started = exec::exec(&self.root, cid, &to_run, &exec_opts)?;

@@ -56,12 +56,18 @@ const GLOBALS: Table = &[
 ];
 
 /// Commands runc has that capsa-runtime does not do yet.
+/// The commands capsa-runtime has (commands.rs dispatches them).
+const COMMANDS: &[&str] =
+    &["create", "run", "start", "state", "kill", "delete", "ps", "list", "features", "spec", "exec", "pause", "resume", "update", "events"];
+
 const NOT_YET: &[&str] = &["checkpoint", "restore"];
 
-/// A failure: a usage error (exit 2) or a failed operation (exit 1).
+/// A failure: a usage error (exit 2), a failed operation (exit 1), or one
+/// with an exit code of its own (exec's 255, as runc).
 pub enum Failure {
     Usage(String),
     Failed(String),
+    Exit(i32, String),
 }
 
 impl From<UsageError> for Failure {
@@ -120,6 +126,10 @@ fn main() {
             log_error(log.as_deref(), json_log, &msg);
             1
         }
+        Err(Failure::Exit(code, msg)) => {
+            log_error(log.as_deref(), json_log, &msg);
+            code
+        }
     };
     std::process::exit(code);
 }
@@ -139,6 +149,14 @@ fn dispatch(globals: &args::Opts, rest: &[String]) -> Result<i32, Failure> {
     }
     if !matches!(globals.value("log-format"), None | Some("text") | Some("json")) {
         return Err(usage("--log-format takes text or json").into());
+    }
+    if matches!(cmd_args.first().map(String::as_str), Some("-h" | "--help")) {
+        // As runc: help for a command it has, "No help topic" (an error) for one it has not.
+        if !COMMANDS.contains(&command.as_str()) {
+            return Err(usage(format!("No help topic for '{command}'")).into());
+        }
+        print!("{USAGE}");
+        return Ok(0);
     }
     if NOT_YET.contains(&command.as_str()) {
         return Err(usage(format!("{command} is not implemented yet in capsa-runtime")).into());

@@ -38,7 +38,13 @@ const MOUNT_OPTIONS: &[&str] = &[
 /// Bundles we write must also run under older runtimes (crun 1.8 refuses 1.2).
 const SPEC_VERSION: &str = "1.0.2";
 
-const NAMESPACES: [&str; 6] = ["pid", "network", "ipc", "uts", "mount", "cgroup"];
+const NAMESPACES: [&str; 5] = ["pid", "network", "ipc", "uts", "mount"];
+
+/// As `runc spec`: a cgroup namespace only where the host is pure cgroup v2.
+fn namespaces() -> Vec<Value> {
+    let v2 = capsa_core::cgroups::detect() == capsa_core::cgroups::Mode::V2;
+    NAMESPACES.iter().copied().chain(v2.then_some("cgroup")).map(|t| json!({"type": t})).collect()
+}
 
 /// A config.json for a rootfs in ./rootfs running `sh` on a terminal, as `runc spec` makes.
 pub fn default_spec() -> Value {
@@ -73,7 +79,7 @@ pub fn default_spec() -> Value {
         ],
         "linux": {
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": NAMESPACES.map(|t| json!({"type": t})),
+            "namespaces": namespaces(),
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
