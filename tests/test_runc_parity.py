@@ -166,3 +166,18 @@ def test_help_topics_and_spec_namespaces(ctx):
     types = [n["type"] for n in json.loads((d / "config.json").read_text())["linux"]["namespaces"]]
     pure_v2 = not h.v1_controllers()
     assert ("cgroup" in types) == pure_v2, types   # as runc spec: a cgroup namespace only on pure v2
+
+
+def test_debug_lines_go_to_stderr_or_the_log(ctx):
+    cid, bundle = ctx.bundle(["true"])
+    res = ctx.cli("--debug", "run", "--bundle", bundle, cid)
+    assert res.returncode == 0 and "level=debug" in res.stderr and "cloning the init" in res.stderr, res.describe()
+    log = ctx.tmp / "debug.json"
+    cid, bundle = ctx.bundle(["true"])
+    res = ctx.cli("--log", log, "--log-format", "json", "--debug", "run", "--bundle", bundle, cid)
+    assert res.returncode == 0 and "level=debug" not in res.stderr, res.describe()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines and all(line["level"] == "debug" for line in lines)
+    assert any("signal completion" in line["msg"] for line in lines)
+    res = ctx.cli("run", "--bundle", ctx.bundle(["true"])[1], ctx.ids[-1])
+    assert "level=debug" not in res.stderr   # none without --debug

@@ -234,6 +234,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     };
 
     // Born non-dumpable: our binary stays out of the container's reach (isolation.rs).
+    crate::debug::log(|| format!("nsexec container setup: cloning into container {id}'s namespaces"));
     let non_dumpable = crate::child::isolation::NonDumpable::hold();
     let pid = spawn::with_pid_namespace(pid_ns.as_ref(), || spawn::clone(0, cgroup_fd.as_ref()), |pid| *pid == 0)?;
     if pid == 0 {
@@ -241,6 +242,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     }
     drop(non_dumpable);
     drop(child_sock);
+    crate::debug::log(|| format!("child process in init(): pid {}, joining the container", pid.unsigned_abs()));
     let (pid, attached) = spawn::pid_and_attached(pid, cgroup_fd.is_some());
 
     let finish = || -> Result<()> {
@@ -259,7 +261,11 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
             other => Err(Error::msg(format!("unexpected message {other:?} from exec child"))),
         }
     };
-    if let Err(e) = finish() {
+    let finished = finish();
+    if finished.is_ok() {
+        crate::debug::log(|| format!("setns_init: about to exec (pid {pid} exec'd)"));
+    }
+    if let Err(e) = finished {
         // Not reaped yet, so the pid is still our child's.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         spawn::reap(pid);

@@ -7,6 +7,7 @@ pub mod child;
 pub mod cgroups;
 pub mod container;
 pub mod control;
+pub mod debug;
 pub mod copy;
 pub mod error;
 pub mod exec;

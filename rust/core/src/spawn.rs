@@ -179,6 +179,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         at_once: None,
     };
 
+    crate::debug::log(|| format!("nsexec container setup: cloning the init (namespace flags {flags:#x}, at once: {at_once})"));
     let reached_exec = std::sync::atomic::AtomicBool::new(false);
     // The init is born non-dumpable: /proc/<init>/exe is our binary until its execve (isolation.rs).
     let non_dumpable = crate::child::isolation::NonDumpable::hold();
@@ -187,6 +188,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         let before = crate::state::boot_ticks();
         let cloned = with_pid_namespace(pid_ns.as_ref(), || clone_vm::clone_and_run(flags, cgroup_fd.as_ref(), &cx), |_| false)?;
         if let Some(pid) = cloned {
+            crate::debug::log(|| format!("child process in init(): pid {pid} set up and exec'd"));
             drop(non_dumpable);
             drop(child_sock);
             drop(join_files);
@@ -209,6 +211,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     }
     drop(non_dumpable);
     drop(child_sock);
+    crate::debug::log(|| format!("child process in init(): pid {}, setting up", pid.unsigned_abs()));
     let (mut pid, attached) = pid_and_attached(pid, cgroup_fd.is_some());
     if two_stage {
         let heard = sync::hear(&parent_sock);
@@ -261,7 +264,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     };
     match finish() {
-        Ok(()) => match relay_end.as_ref().map(crate::tty::receive_master).transpose() {
+        Ok(()) => match relay_end.as_ref().map(crate::tty::receive_master).transpose().inspect(|_| {
+            crate::debug::log(|| format!("init: closing the pipe to signal completion (pid {pid} waits to be started)"))
+        }) {
             Ok(terminal) => Ok(Spawned { pid, sync: parent_sock, started: false, terminal }),
             Err(e) => {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -304,7 +309,10 @@ fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_e
         Err(e) => Some(e),
     };
     match failure {
-        None => Ok(Spawned { pid, sync: parent_sock, started: true, terminal }),
+        None => {
+            crate::debug::log(|| format!("init: closing the pipe to signal completion (pid {pid} runs)"));
+            Ok(Spawned { pid, sync: parent_sock, started: true, terminal })
+        }
         Some(e) => {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             reap(pid);

@@ -18,7 +18,7 @@ global options:
   --root DIR              state directory (default /run/capsa/runtime)
   --log FILE              also write errors to FILE
   --log-format text|json  format of --log lines (default text)
-  --debug                 more detail on errors
+  --debug                 debug lines of each step (stderr, or --log)
   --systemd-cgroup        cgroups through systemd (not supported: fails on create)
   -v, --version           print the version
 
@@ -89,16 +89,35 @@ pub fn out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Where --debug lines go: (the --log file, JSON) or stderr.
+static DEBUG_LOG: std::sync::OnceLock<(Option<String>, bool)> = std::sync::OnceLock::new();
+
+/// A --debug line from the core: in --log when given, else on stderr, logrus-style as runc's.
+fn log_debug(msg: &str) {
+    let Some((log, json)) = DEBUG_LOG.get() else { return };
+    match log {
+        Some(path) => append_log(path, &log_line("debug", *json, msg)),
+        None => eprintln!("{}", log_line("debug", false, msg)),
+    }
+}
+
+fn log_line(level: &str, json: bool, msg: &str) -> String {
+    let now = capsa_core::state::rfc3339_now();
+    if json {
+        serde_json::json!({"level": level, "msg": msg, "time": now}).to_string()
+    } else {
+        format!("time={now:?} level={level} msg={msg:?}")
+    }
+}
+
 /// The error on stderr, and in --log as text or JSON (what containerd reads).
 fn log_error(log: Option<&str>, json: bool, msg: &str) {
     eprintln!("capsa-runtime: {msg}");
     let Some(path) = log else { return };
-    let now = capsa_core::state::rfc3339_now();
-    let line = if json {
-        serde_json::json!({"level": "error", "msg": msg, "time": now}).to_string()
-    } else {
-        format!("time={now:?} level=error msg={msg:?}")
-    };
+    append_log(path, &log_line("error", json, msg));
+}
+
+fn append_log(path: &str, line: &str) {
     let appended = std::fs::OpenOptions::new().append(true).create(true).open(path).and_then(|mut f| writeln!(f, "{line}"));
     if let Err(e) = appended {
         eprintln!("capsa-runtime: cannot write log {path}: {e}");
@@ -116,6 +135,10 @@ fn main() {
     };
     let log = globals.value("log").map(str::to_string);
     let json_log = globals.value("log-format") == Some("json");
+    if globals.flag("debug") {
+        let _ = DEBUG_LOG.set((log.clone(), json_log));
+        capsa_core::debug::set_sink(log_debug);
+    }
     let code = match dispatch(&globals, &rest) {
         Ok(code) => code,
         Err(Failure::Usage(msg)) => {
