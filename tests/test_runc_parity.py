@@ -181,3 +181,28 @@ def test_debug_lines_go_to_stderr_or_the_log(ctx):
     assert any("signal completion" in line["msg"] for line in lines)
     res = ctx.cli("run", "--bundle", ctx.bundle(["true"])[1], ctx.ids[-1])
     assert "level=debug" not in res.stderr   # none without --debug
+
+
+def test_exec_into_sub_cgroups(ctx):
+    """runc's exec --cgroup [CONTROLLERS:]PATH: below the container's leaf only."""
+    mem = [c for c in h.v1_controllers() if c.name == "memory"]
+    if not mem:
+        pytest.skip("this host has no v1 memory hierarchy")
+    cid, _ = ctx.create(["sleep", "30"])
+    ctx.ok("start", cid)
+    leaf = mem[0] / h.cgroup_path_for(cid).lstrip("/")
+    (leaf / "sub").mkdir()
+    try:
+        res = ctx.cli("exec", "--cgroup", "memory:sub", cid, "cat", "/proc/self/cgroup")
+        assert res.returncode == 0, res.describe()
+        assert any(line.endswith(":memory:" + h.cgroup_path_for(cid) + "/sub") or line.endswith("memory:/sub") for line in res.stdout.splitlines()), res.stdout
+        res = ctx.cli("exec", "--cgroup", "..", cid, "true")
+        assert res.returncode == 255 and "is not a sub cgroup path" in res.stderr, res.describe()
+        res = ctx.cli("exec", "--cgroup", "nope", cid, "true")
+        assert res.returncode == 255 and "no such file" in res.stderr, res.describe()
+        res = ctx.cli("exec", "--cgroup", "whaaat:/", cid, "true")
+        assert res.returncode == 255 and "unknown controller whaaat" in res.stderr, res.describe()
+    finally:
+        if (leaf / "sub").exists():
+            (leaf / "sub").rmdir()
+        ctx.ok("delete", "--force", cid)

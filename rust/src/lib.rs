@@ -221,7 +221,7 @@ fn exec(
     detach: bool,
     forward_signals: bool,
 ) -> PyResult<i32> {
-    let opts = ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach, ignore_paused: false };
+    let opts = ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach, ignore_paused: false, sub_cgroups: Vec::new() };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
         let overrides = Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty };

@@ -44,6 +44,9 @@ pub struct ExecOptions {
     pub relay_terminal: bool,
     /// Exec into a paused container too (the process starts frozen, runs once resumed).
     pub ignore_paused: bool,
+    /// runc's `--cgroup [CONTROLLERS:]PATH`: sub-cgroups of the container's to
+    /// join instead (all hierarchies, or those of the controllers named).
+    pub sub_cgroups: Vec<String>,
 }
 
 /// A started process; `terminal` is its pty master when the runtime relays it.
@@ -215,8 +218,15 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let (parent_sock, child_sock) = sync::pair()?;
     // As for the init (spawn.rs): the cgroup2 leaf by the clone, the rest by
     // the child itself, before it joins the container's namespaces.
-    let cgroup_fd = st.cgroup.clone_into_fd();
-    let join_files = st.cgroup.self_join_files(cgroup_fd.is_some())?;
+    let cgroup = sub_cgroup(&st.cgroup, &opts.sub_cgroups)?;
+    let cgroup_fd = cgroup.clone_into_fd();
+    let join_files = cgroup.self_join_files(cgroup_fd.is_some()).map_err(|e| {
+        let missing = e.cause.as_ref().filter(|c| c.errno == libc::ENOENT).map(|c| c.path.clone());
+        match missing {
+            Some(path) => e.context(format!("adding pid to cgroups: {path}: no such file or directory")),
+            None => e,
+        }
+    })?;
     let join_files_raw: Vec<RawFd> = join_files.iter().map(|fd| fd.as_raw_fd()).collect();
     let cx = child_exec::Context {
         join_cgroups: &join_files_raw,
@@ -248,7 +258,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let finish = || -> Result<()> {
         if cgroup_fd.is_some() && !attached {
             // A clone3 without CLONE_INTO_CGROUP (an old kernel): all of them.
-            st.cgroup.attach_after_clone(pid, false)?;
+            cgroup.attach_after_clone(pid, false)?;
         }
         if let (Some(adj), true) = (plan.oom_score_adj, cx.userns) {
             let path = format!("/proc/{pid}/oom_score_adj");
@@ -281,6 +291,51 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
             Err(e)
         }
     }
+}
+
+/// The container's cgroup with `--cgroup` specs applied: `PATH` goes under
+/// its leaf in every hierarchy, `CONTROLLERS:PATH` in those hierarchies only
+/// (v1). PATH must stay below the leaf.
+fn sub_cgroup(base: &crate::cgroups::Cgroup, specs: &[String]) -> Result<crate::cgroups::Cgroup> {
+    let mut cg = base.clone();
+    for spec in specs {
+        let (controllers, path) = match spec.split_once(':') {
+            Some((c, p)) => (Some(c), p),
+            None => (None, spec.as_str()),
+        };
+        let sub = Path::new(path.trim_start_matches('/'));
+        if sub.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+            return Err(Error::msg(format!("exec --cgroup: {path} is not a sub cgroup path")));
+        }
+        let hierarchy = |dir: &Path| -> Vec<String> {
+            let rel = dir.strip_prefix(crate::cgroups::ROOT).unwrap_or(dir);
+            let first = rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+            std::fs::canonicalize(Path::new(crate::cgroups::ROOT).join(&first))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or(first)
+                .split(',')
+                .map(str::to_string)
+                .collect()
+        };
+        let wanted: Option<Vec<&str>> = controllers.map(|c| c.split(',').collect());
+        if let Some(names) = &wanted {
+            let known: Vec<String> = base.dirs.iter().flat_map(|d| hierarchy(d)).collect();
+            if let Some(unknown) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
+                return Err(Error::msg(format!("exec --cgroup: unknown controller {unknown}")));
+            }
+        }
+        for (dir, original) in cg.dirs.iter_mut().zip(&base.dirs) {
+            let matches = match &wanted {
+                None => true,
+                Some(names) => hierarchy(original).iter().any(|h| names.contains(&h.as_str())),
+            };
+            if matches {
+                *dir = original.join(sub);
+            }
+        }
+    }
+    Ok(cg)
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {

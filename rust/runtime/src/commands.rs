@@ -284,6 +284,7 @@ impl Cli {
             preserve_fds: opts.number("preserve-fds")?,
             relay_terminal: !detach,
             ignore_paused: opts.flag("ignore-paused"),
+            sub_cgroups: opts.list("cgroup").to_vec(),
         };
         let to_run = ToRun::load(None, process, overrides)?;
         let started = exec::exec(&self.root, cid, &to_run, &exec_opts)?;
