@@ -200,7 +200,7 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     let console = match (plan.terminal, &opts.console_socket) {
         (false, _) => None,
         (true, Some(path)) => {
-            let stream = UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?;
+            let stream = crate::tty::connect_console(path)?;
             Some(OwnedFd::from(stream))
         }
         (true, None) if opts.relay_terminal => {

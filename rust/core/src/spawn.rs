@@ -107,7 +107,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     let mut relay_end: Option<UnixStream> = None;
     let console = match (plan.process.terminal, opts.console_socket) {
         (false, _) => None,
-        (true, Some(path)) => Some(OwnedFd::from(UnixStream::connect(path).map_err(|e| Error::io("connect to console socket", path, e))?)),
+        (true, Some(path)) => Some(OwnedFd::from(crate::tty::connect_console(path)?)),
         (true, None) if opts.relay_terminal => {
             let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
             relay_end = Some(ours);

@@ -9,6 +9,20 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+/// Connect to a --console-socket. A listener started just before us may not
+/// be bound yet: ENOENT and ECONNREFUSED are retried for up to a second.
+pub fn connect_console(path: &std::path::Path) -> Result<UnixStream> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match UnixStream::connect(path) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.map_err(|e| Error::io("connect to console socket", path, e)),
+        }
+    }
+}
+
 /// The pty master the process's setup sent over the console socket pair.
 pub fn receive_master(sock: &UnixStream) -> Result<OwnedFd> {
     let mut buf = [0u8; 64];
