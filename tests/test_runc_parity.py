@@ -103,19 +103,10 @@ def test_foreground_run_relays_its_own_terminal(ctx):
         proc = subprocess.Popen([ctx.runtime, "--root", str(ctx.root), "run", "--bundle", str(bundle), cid],
                                 stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert proc.wait(timeout=20) == 3, out
+        text = h.read_pty(master, ["/dev/pts/", "out"], timeout=20)
+        assert proc.wait(timeout=20) == 3, text
     finally:
         os.close(master)
-    text = out.decode(errors="replace")
     assert "/dev/pts/" in text and "out\n" in text.replace("\r\n", "\n"), text
     assert not ctx.state_entries(cid)
     # Detached, the tty has nowhere to go: refused.

@@ -33,18 +33,8 @@ pub struct Context<'a> {
 
 /// Never returns.
 pub fn run(cx: &Context<'_>) -> ! {
-    match setup(cx) {
-        Ok(exe) => {
-            // SAFETY: argv and envp point into the plan, built before the clone and alive until the execve.
-            let e = unsafe { sys::execve(exe, cx.argv, cx.envp) };
-            report::failure(cx.sync, &Failure::new("exec", exe, e));
-            sys::exit(127)
-        }
-        Err(f) => {
-            report::failure(cx.sync, &f);
-            sys::exit(1)
-        }
-    }
+    // SAFETY: argv and envp point into the process plan, built before the clone and alive until the execve.
+    unsafe { process::exec_or_report(cx.sync, setup(cx), cx.argv, cx.envp, || {}) }
 }
 
 fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {

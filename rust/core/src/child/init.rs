@@ -62,21 +62,13 @@ pub struct AtOnce<'a> {
 
 /// The child's whole life; never returns.
 pub fn run(cx: &Context<'_>) -> ! {
-    match setup(cx) {
-        Ok(exe) => {
-            if let Some(a) = cx.at_once {
-                a.reached_exec.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            // SAFETY: argv and envp point into the plan, built before the clone and alive until the execve.
-            let e = unsafe { sys::execve(exe, cx.argv, cx.envp) };
-            report::failure(cx.sync, &Failure::new("exec", exe, e));
-            sys::exit(127)
+    let reached_exec = || {
+        if let Some(a) = cx.at_once {
+            a.reached_exec.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        Err(f) => {
-            report::failure(cx.sync, &f);
-            sys::exit(1)
-        }
-    }
+    };
+    // SAFETY: argv and envp point into the plan, built before the clone and alive until the execve.
+    unsafe { process::exec_or_report(cx.sync, setup(cx), cx.argv, cx.envp, reached_exec) }
 }
 
 /// Joining a user namespace by path while making other namespaces: those

@@ -9,6 +9,28 @@ use crate::plan::ProcessPlan;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+/// The end of every child: exec the process once set up, or report why not
+/// (the exec's own failure too) and exit.
+///
+/// # Safety
+/// `argv` and `envp` are NULL-terminated arrays of C strings that live
+/// until the execve (the plan's, built before the clone).
+pub unsafe fn exec_or_report(sync: RawFd, setup: Result<&CStr, Failure<'_>>, argv: *const *const libc::c_char, envp: *const *const libc::c_char, about_to_exec: impl FnOnce()) -> ! {
+    match setup {
+        Ok(exe) => {
+            about_to_exec();
+            // SAFETY: the caller vouches for argv and envp.
+            let e = unsafe { sys::execve(exe, argv, envp) };
+            super::report::failure(sync, &Failure::new("exec", exe, e));
+            sys::exit(127)
+        }
+        Err(f) => {
+            super::report::failure(sync, &f);
+            sys::exit(1)
+        }
+    }
+}
+
 /// Python's handlers, ignored signals and blocked mask must not leak into
 /// the container; and the child dies with the runtime until it is set up.
 pub fn reset_signals() {
