@@ -162,7 +162,7 @@ def test_image_etc_link_to_a_host_dir(capsa, tmp_path):
         _capsa_image(capsa, "evil-etc:1", {"etc": str(host)}, [], tmp_path)
         res = capsa("run", "--rm", "-u", "hostonly", "evil-etc:1", "id", "-u")
         assert "4242" not in res.stdout, "the user was looked up in the host's file"
-        assert res.returncode != 0 and "unable to find user hostonly" in res.stderr, res.describe()
+        assert res.returncode == 125 and "unable to find user hostonly" in res.stderr, res.describe()
         res = capsa("run", "--rm", "evil-etc:1", "sh", "-c", "cat /etc/hostname >/dev/null && echo ran")
         assert res.stdout.strip() == "ran", res.describe()
         assert sorted(os.listdir(host)) == ["passwd"], "capsa created files in the host dir"
@@ -176,7 +176,7 @@ def test_image_passwd_that_is_a_device(capsa, tmp_path):
     _capsa_image(capsa, "evil-passwd:1", {"etc/passwd": "/dev/zero"}, [], tmp_path)
     try:
         res = capsa("run", "--rm", "-u", "someone", "evil-passwd:1", "true", timeout=30)
-        assert res.returncode != 0 and "unable to find user someone" in res.stderr, res.describe()
+        assert res.returncode == 125 and "unable to find user someone" in res.stderr, res.describe()
     finally:
         capsa("rmi", "evil-passwd:1")
 

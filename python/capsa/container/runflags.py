@@ -174,14 +174,23 @@ def find_image(root: Path, ref: str, conn=None):
 
 
 def execute(root: Path, values: dict, image_ref: str, command: list[str], *, start: bool = True) -> int:
-    """Create (and, for run, start) a container; the exit code of the CLI."""
+    """Create (and, for run, start) a container; the exit code of the CLI.
+    A failure of capsa's own (not of the container's command) exits 125, as
+    `docker run` does."""
+    try:
+        return _execute(root, values, image_ref, command, start=start)
+    except CapsaError as e:
+        if e.exit_code == 1:
+            e.exit_code = 125
+        raise
+
+
+def _execute(root: Path, values: dict, image_ref: str, command: list[str], *, start: bool) -> int:
     from capsa.container import lifecycle
     from capsa.container.state import Store
 
     opts = options(values, command)
     detach = values.get("detach", False)
-    if detach and opts.auto_remove is False:
-        pass
     store = Store(root)
     image = find_image(root, image_ref, store.conn)
     rec = lifecycle.create(store, image, opts, values.get("name"), image_name=image_ref)
