@@ -257,13 +257,13 @@ pub struct InitKind {
 
 pub const CREATE_CONTAINER: InitKind = InitKind {
     spawn: "createContainer hook: fork",
-    failed: "createContainer hook failed (non-zero exit or signal):",
+    failed: "createContainer: error running hook",
     timed_out: "createContainer hook timed out and was killed:",
 };
 
 pub const START_CONTAINER: InitKind = InitKind {
     spawn: "startContainer hook: fork",
-    failed: "startContainer hook failed (non-zero exit or signal):",
+    failed: "startContainer: error running hook",
     timed_out: "startContainer hook timed out and was killed:",
 };
 

@@ -79,6 +79,12 @@ pub struct Plan {
     /// A procfs is mounted on the container's /proc: the init reaches its
     /// own fds through it (isolation.rs: no host /proc is kept).
     pub proc_mounted: bool,
+    /// The config mounts /dev read-only: it is mounted writable, and
+    /// remounted read-only with these flags once the root is set up.
+    pub dev_readonly: Option<u64>,
+    /// With --no-pivot: the host's full proc and sysfs mounts outside the
+    /// rootfs, which the child unmounts before its MS_MOVE (runc's msMoveRoot).
+    pub host_pseudo_mounts: Vec<CString>,
     pub process: ProcessPlan,
     pub sysctls: Vec<crate::sysctl::Sysctl>,
     /// personality(2) persona for linux.personality.
@@ -159,6 +165,7 @@ impl Plan {
         let mut cgroup_mounts = Vec::new();
         let mut dev_is_tmpfs = false;
         let mut proc_mounted = false;
+        let mut dev_readonly = None;
         for m in spec.mounts().iter().flatten() {
             let dest = m.destination();
             if !dest.is_absolute() {
@@ -185,6 +192,25 @@ impl Plan {
             if lexically_clean(dest) == Path::new("/proc") {
                 proc_mounted = fstype == "proc" && !bind;
             }
+            // As runc: a proc or sysfs goes on a real directory, never through a
+            // link the image planted (a /proc pointing elsewhere would leave the
+            // masked paths and the container's own /proc behind).
+            if (fstype == "proc" || fstype == "sysfs") && !bind && overlay.is_none() {
+                let on = rootfs_path.join(lexically_clean(dest).strip_prefix("/").unwrap_or(Path::new("")));
+                if let Ok(meta) = std::fs::symlink_metadata(&on) {
+                    if !meta.is_dir() {
+                        return Err(Error::msg(format!("filesystem \"{fstype}\" must be mounted on ordinary directory: {} is not one", dest.display())));
+                    }
+                }
+            }
+            // A read-only /dev is made writable first (devpts, devices and links
+            // go in it) and remounted read-only at the end, as runc's finalizeRootfs.
+            let options = if lexically_clean(dest) == Path::new("/dev") && !bind && options.flags & libc::MS_RDONLY != 0 {
+                dev_readonly = Some(options.flags & !libc::MS_RDONLY);
+                Options { flags: options.flags & !libc::MS_RDONLY, ..options }
+            } else {
+                options
+            };
             let dest_text = dest.to_string_lossy();
             let target = inside(dest)?;
             if fstype == "tmpfs" && !bind {
@@ -259,6 +285,7 @@ impl Plan {
             Some(p) => propagation(p).ok_or_else(|| Error::msg(format!("unknown rootfsPropagation {p}")))?,
         };
 
+        let host_pseudo_mounts = if no_pivot { host_pseudo_mounts(&rootfs_path) } else { Vec::new() };
         Ok(Plan {
             rootfs: cstring(&rootfs_path.to_string_lossy()),
             overlay: overlay_plan,
@@ -280,6 +307,8 @@ impl Plan {
             masked: linux.masked_paths().iter().flatten().map(|p| cstring(p)).collect(),
             readonly: linux.readonly_paths().iter().flatten().map(|p| cstring(p)).collect(),
             proc_mounted,
+            dev_readonly,
+            host_pseudo_mounts,
             process: process_plan(spec)?,
             sysctls,
             personality,
@@ -338,6 +367,44 @@ impl Plan {
             self.mounts.splice(index..=index, ops);
         }
     }
+}
+
+/// Full (root "/") proc and sysfs mounts of this mount namespace outside `rootfs`, from mountinfo.
+fn host_pseudo_mounts(rootfs: &Path) -> Vec<CString> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let rootfs = rootfs.to_string_lossy();
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let fstype = right.split(' ').next().unwrap_or("");
+        if fields.len() < 5 || fields[3] != "/" || (fstype != "proc" && fstype != "sysfs") {
+            continue;
+        }
+        let mountpoint = unescape_mountinfo(fields[4]);
+        if mountpoint.starts_with(&*rootfs) {
+            continue;
+        }
+        found.push(cstring(&mountpoint));
+    }
+    found
+}
+
+/// mountinfo's octal escapes (`\040` for a space) undone.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn has(new: u64, join: &[(i32, PathBuf)], flag: i32) -> bool {
@@ -498,7 +565,7 @@ mod tests {
         assert_eq!(p.candidates, vec![c"/bin/sh".to_owned(), c"/usr/bin/sh".to_owned()]);
         assert_eq!((p.uid, p.gid, p.groups.clone()), (1000, 1000, vec![10]));
         assert_eq!(p.caps.unwrap().bounding, 1 << 5);
-        assert_eq!(p.rlimits, vec![(libc::RLIMIT_NOFILE as u32, 512, 1024)]);
+        assert_eq!(p.rlimits, vec![(libc::RLIMIT_NOFILE, 512, 1024)]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

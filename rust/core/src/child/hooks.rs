@@ -48,8 +48,11 @@ pub fn run<'a>(hooks: &'a [InitHook], state_fd: RawFd, kind: &InitKind) -> Resul
             return Err(Failure::new(kind.timed_out, &h.path, 0));
         }
         let status = wait(pid);
+        if libc::WIFSIGNALED(status) {
+            return Err(Failure::verdict(kind.failed, &h.path, signal_verdict(libc::WTERMSIG(status))));
+        }
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            return Err(Failure::new(kind.failed, &h.path, 0));
+            return Err(Failure::verdict(kind.failed, &h.path, "exit status is not 0"));
         }
     }
     Ok(())
@@ -70,5 +73,23 @@ fn wait(pid: libc::pid_t) -> i32 {
             continue;
         }
         return if r == pid { status } else { -1 };
+    }
+}
+
+/// How a hook killed by a signal is said (Go's words, which runc prints).
+fn signal_verdict(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSYS => "signal: bad system call",
+        libc::SIGKILL => "signal: killed",
+        libc::SIGSEGV => "signal: segmentation fault",
+        libc::SIGABRT => "signal: aborted",
+        libc::SIGTERM => "signal: terminated",
+        libc::SIGINT => "signal: interrupt",
+        libc::SIGBUS => "signal: bus error",
+        libc::SIGPIPE => "signal: broken pipe",
+        libc::SIGHUP => "signal: hangup",
+        libc::SIGILL => "signal: illegal instruction",
+        libc::SIGFPE => "signal: floating point exception",
+        _ => "killed by a signal",
     }
 }

@@ -244,6 +244,7 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
     let root = &plan.rootfs;
     sys::chdir(root).map_err(|e| Failure::new("chdir to rootfs", root, e))?;
     if plan.no_pivot {
+        hide_host_pseudo_filesystems(plan)?;
         sys::mount(Some(root), c"/", None, libc::MS_MOVE, None).map_err(|e| Failure::new("move rootfs to /", root, e))?;
         sys::chroot(c".").map_err(|e| Failure::new("chroot", root, e))?;
     } else {
@@ -273,8 +274,34 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
             Ok(()) => remount(path, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC).map_err(|e| Failure::new("remount readonly path", path, e))?,
         }
     }
+    // runc's finalizeRootfs: a read-only /dev was mounted writable for devpts and the devices.
+    if let Some(flags) = plan.dev_readonly {
+        remount(c"/dev", flags | libc::MS_REMOUNT | libc::MS_RDONLY).map_err(|e| Failure::new("remount read-only", c"/dev", e))?;
+    }
     if plan.readonly_root {
         remount(c"/", libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY).map_err(|e| Failure::new("remount root read-only", c"/", e))?;
+    }
+    Ok(())
+}
+
+/// With --no-pivot the host's full procfs and sysfs mounts stay reachable
+/// in the container's mount namespace, and the kernel allows a new procfs
+/// (unmasked) where such a mount exists: unmount them (or cover them with a
+/// tmpfs) first, as runc's msMoveRoot does. The list is the plan's.
+fn hide_host_pseudo_filesystems(plan: &Plan) -> Result<(), Failure<'_>> {
+    for path in &plan.host_pseudo_mounts {
+        match sys::mount(None, path, None, libc::MS_SLAVE | libc::MS_REC, None) {
+            Err(libc::ENOENT) => continue,
+            Err(e) => return Err(Failure::new("make host mount a slave", path, e)),
+            Ok(()) => {}
+        }
+        match sys::umount_detach(path) {
+            Ok(()) => {}
+            Err(libc::EINVAL) | Err(libc::EPERM) => {
+                sys::mount(Some(c"tmpfs"), path, Some(c"tmpfs"), 0, None).map_err(|e| Failure::new("cover host mount", path, e))?;
+            }
+            Err(e) => return Err(Failure::new("unmount host mount", path, e)),
+        }
     }
     Ok(())
 }
@@ -320,20 +347,22 @@ fn before_pivot<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
         sys::exit(1);
     }
     if let Some((creating, _)) = cx.hook_state {
+        // As runc, createContainer hooks start in the rootfs (`touch ./lib/x`).
+        sys::chdir(&plan.rootfs).map_err(|e| Failure::new("chdir to rootfs", &plan.rootfs, e))?;
         super::hooks::run(&plan.hooks.create_container, creating, &crate::hooks::CREATE_CONTAINER)?;
     }
     Ok(())
 }
 
-/// Once started: the startContainer hooks, then (with no_new_privs) the
-/// seccomp filter, the last thing before execve.
+/// Once started: (with no_new_privs) the seccomp filter, then the
+/// startContainer hooks, which run under it as runc's do.
 fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
     let plan = cx.plan;
-    if let Some((_, created)) = cx.hook_state {
-        super::hooks::run(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;
-    }
     if plan.process.no_new_privs {
         process::load_seccomp(&plan.process)?;
+    }
+    if let Some((_, created)) = cx.hook_state {
+        super::hooks::run(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;
     }
     Ok(())
 }

@@ -168,6 +168,7 @@ fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
         Err(libc::EPERM) if p.groups.is_empty() && userns => {}
         r => r.map_err(|e| Failure::bare("setgroups", e))?,
     }
+    fix_stdio_ownership(p.uid)?;
     sys::setresgid(p.gid).map_err(|e| Failure::bare("setresgid", e))?;
     sys::setresuid(p.uid).map_err(|e| Failure::bare("setresuid", e))?;
     sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).map_err(|e| Failure::bare("stop keeping capabilities", e))?;
@@ -177,6 +178,30 @@ fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
         // runs its own default spec (ambient, no inheritable) as if the
         // others were not asked for, and so do we.
         raise_ambient(c.ambient & c.permitted & c.inheritable, p.last_cap).map_err(|(cap, e)| Failure::new("raise ambient capability", caps::name(cap), e))?;
+    }
+    Ok(())
+}
+
+/// runc's fixStdioPermissions: stdio (a pty's slave, a pipe) becomes the
+/// process user's, so that it can use its console; fds it already owns and
+/// /dev/null are left alone, and a refusal (an unmapped owner, a read-only
+/// /dev) is no error. Only the uid changes.
+fn fix_stdio_ownership(uid: u32) -> Result<(), Failure<'static>> {
+    let null = sys::stat(c"/dev/null").ok().map(|st| st.st_rdev);
+    for fd in 0..3 {
+        let st = match sys::fstat(fd) {
+            Ok(st) => st,
+            Err(libc::EBADF) => continue,
+            Err(e) => return Err(Failure::bare("fstat stdio", e)),
+        };
+        let is_null = st.st_mode & libc::S_IFMT == libc::S_IFCHR && Some(st.st_rdev) == null;
+        if st.st_uid == uid || is_null {
+            continue;
+        }
+        match sys::fchown(fd, uid, st.st_gid) {
+            Ok(()) | Err(libc::EINVAL) | Err(libc::EPERM) | Err(libc::EROFS) => {}
+            Err(e) => return Err(Failure::bare("fchown stdio", e)),
+        }
     }
     Ok(())
 }

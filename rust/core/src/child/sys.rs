@@ -99,6 +99,18 @@ pub fn stat(path: &CStr) -> SysResult<libc::stat> {
     ok(unsafe { libc::stat(path.as_ptr(), &mut st) }).map(|()| st)
 }
 
+pub fn fstat(fd: RawFd) -> SysResult<libc::stat> {
+    // SAFETY: stat is plain old data; an all-zero value is valid and the kernel fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: plain fd argument and a writable stat.
+    ok(unsafe { libc::fstat(fd, &mut st) }).map(|()| st)
+}
+
+pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> SysResult {
+    // SAFETY: plain integer arguments.
+    ok(unsafe { libc::fchown(fd, uid, gid) })
+}
+
 pub fn open(path: &CStr, flags: libc::c_int) -> SysResult<RawFd> {
     // SAFETY: path is a NUL-terminated C string; no O_CREAT, so no mode argument.
     fd(unsafe { libc::open(path.as_ptr(), flags) })
