@@ -65,7 +65,12 @@ impl Filter {
                 added.map_err(|e| bad(format!("add rule for {name}: {e}")))?;
             }
         }
-        Ok(Filter { program: export(&ctx)?, flags })
+        let mut program = enosys_stub(cfg);
+        program.extend(export(&ctx)?);
+        if program.len() > 4096 {
+            return Err(bad(format!("the filter has {} BPF instructions, more than the kernel's 4096", program.len())));
+        }
+        Ok(Filter { program, flags })
     }
 
     fn compile_flags(cfg: &LinuxSeccomp) -> u32 {
@@ -130,7 +135,7 @@ fn cache_key(cfg: &LinuxSeccomp) -> Result<String> {
     let text = serde_json::to_vec(cfg).map_err(|e| Error::msg(format!("linux.seccomp: encode: {e}")))?;
     let v = libseccomp::ScmpVersion::current().map_err(|e| Error::msg(format!("libseccomp version: {e}")))?;
     let mut h = Sha256::new();
-    h.update(format!("capsa-seccomp-1 libseccomp {}.{}.{} {}\n", v.major, v.minor, v.micro, std::env::consts::ARCH));
+    h.update(format!("capsa-seccomp-2 libseccomp {}.{}.{} {}\n", v.major, v.minor, v.micro, std::env::consts::ARCH));
     h.update(&text);
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -167,6 +172,120 @@ fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction> {
             return Err(Error::msg("SCMP_ACT_NOTIFY (user notification) is not supported by capsa-runtime"));
         }
     })
+}
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn audit_arch(a: ScmpArch) -> Option<u32> {
+    Some(match a {
+        ScmpArch::X8664 | ScmpArch::X32 => AUDIT_ARCH_X86_64,
+        ScmpArch::X86 => 0x4000_0003,
+        ScmpArch::Aarch64 => 0xc000_00b7,
+        ScmpArch::Arm => 0x4000_0028,
+        ScmpArch::Ppc64Le => 0xc000_0015,
+        ScmpArch::Riscv64 => 0xc000_00f3,
+        _ => return None,
+    })
+}
+
+/// runc's -ENOSYS stub (libcontainer/seccomp/patchbpf), put before
+/// libseccomp's program: a syscall numbered above the highest one the
+/// profile names, for an architecture it lists, fails with ENOSYS rather
+/// than the default action, so that a program (glibc, a static binary)
+/// falls back from a syscall newer than the profile as it would on an older
+/// kernel. Not for permissive defaults (allow, log, trace) or a default
+/// that already is ENOSYS.
+fn enosys_stub(cfg: &LinuxSeccomp) -> Vec<libc::sock_filter> {
+    use LinuxSeccompAction as A;
+    if matches!(cfg.default_action(), A::ScmpActAllow | A::ScmpActLog | A::ScmpActTrace) || cfg.default_errno_ret() == Some(libc::ENOSYS as u32) {
+        return Vec::new();
+    }
+    // Per audit arch: (is x32, the highest syscall the profile names).
+    let mut per_arch: Vec<(u32, Vec<(bool, u32)>)> = Vec::new();
+    for name in cfg.architectures().iter().flatten().map(|a| a.to_string()) {
+        let Ok(mut arch) = ScmpArch::from_str(&name) else { continue };
+        if arch == ScmpArch::Native {
+            arch = ScmpArch::native();
+        }
+        let Some(audit) = audit_arch(arch) else { continue };
+        let max = cfg
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|r| r.names())
+            .filter_map(|n| ScmpSyscall::from_name_by_arch(n, arch).ok())
+            .map(|s| s.as_raw_syscall())
+            .filter(|nr| *nr > 0)
+            .max();
+        let Some(max) = max else { continue };
+        let entry = match per_arch.iter_mut().position(|(a, _)| *a == audit) {
+            Some(i) => &mut per_arch[i].1,
+            None => {
+                per_arch.push((audit, Vec::new()));
+                &mut per_arch.last_mut().unwrap().1
+            }
+        };
+        let x32 = arch == ScmpArch::X32;
+        if !entry.iter().any(|(x, _)| *x == x32) {
+            entry.push((x32, max as u32));
+        }
+    }
+    // Instructions with symbolic jump targets, resolved once the length is known.
+    #[derive(Clone, Copy)]
+    enum To {
+        Skip(u8),
+        Next,
+        Enosys,
+        Filter,
+    }
+    const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGT: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
+    const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    let mut blocks: Vec<Vec<(u16, u32, To, To)>> = Vec::new();
+    for (audit, maxes) in &per_arch {
+        let mut b = vec![(LD_ABS, 4, To::Skip(0), To::Skip(0)), (JEQ, *audit, To::Skip(0), To::Next), (LD_ABS, 0, To::Skip(0), To::Skip(0))];
+        match maxes.as_slice() {
+            [(_, max)] => b.push((JGT, *max, To::Enosys, To::Filter)),
+            [(x_a, max_a), (_, max_b)] => {
+                let (native, x32) = if *x_a { (*max_b, *max_a) } else { (*max_a, *max_b) };
+                b.push((JSET, X32_SYSCALL_BIT, To::Skip(1), To::Skip(0)));
+                b.push((JGT, native, To::Enosys, To::Filter));
+                b.push((JGT, x32, To::Enosys, To::Filter));
+            }
+            _ => continue,
+        }
+        blocks.push(b);
+    }
+    if blocks.is_empty() {
+        return Vec::new();
+    }
+    let end: usize = blocks.iter().map(Vec::len).sum();
+    // end: `ja +1` (an arch not listed goes to the filter), end+1: `ret ENOSYS`, end+2: the filter.
+    let (enosys, filter) = (end + 1, end + 2);
+    let mut out = Vec::with_capacity(end + 2);
+    let mut start = 0;
+    for b in &blocks {
+        let next = start + b.len();
+        for (code, k, jt, jf) in b {
+            let here = out.len();
+            let off = |t: To| -> u8 {
+                let target = match t {
+                    To::Skip(n) => return n,
+                    To::Next => next,
+                    To::Enosys => enosys,
+                    To::Filter => filter,
+                };
+                (target - here - 1) as u8
+            };
+            out.push(libc::sock_filter { code: *code, jt: off(*jt), jf: off(*jf), k: *k });
+        }
+        start = next;
+    }
+    out.push(libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JA) as u16, jt: 0, jf: 0, k: 1 });
+    out.push(libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0x0005_0000 | libc::ENOSYS as u32 });
+    out
 }
 
 /// One argument condition. For SCMP_CMP_MASKED_EQ the spec's `value` is the
