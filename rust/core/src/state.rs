@@ -133,18 +133,60 @@ impl State {
 
     /// The runtime-spec state, plus runc's rootfs, created and owner.
     pub fn to_json(&self, status: Status) -> serde_json::Value {
-        serde_json::json!({
-            "ociVersion": OCI_VERSION,
-            "id": self.id,
-            "status": status.as_str(),
-            "pid": if status == Status::Stopped { 0 } else { self.pid },
-            "bundle": self.bundle,
-            "rootfs": self.rootfs,
-            "created": self.created,
-            "owner": self.owner,
-            "annotations": self.annotations,
-        })
+        serde_json::to_value(self.oci_state(status)).unwrap_or_default()
     }
+
+    /// The state as runc's `state` and `list --format json` print it, with
+    /// its keys in runc's order (a `serde_json::Value` would sort them):
+    /// `serde_json::to_string(&st.oci_state(status))`.
+    pub fn oci_state(&self, status: Status) -> OciState<'_> {
+        OciState {
+            oci_version: OCI_VERSION,
+            id: &self.id,
+            pid: if status == Status::Stopped { 0 } else { self.pid },
+            status: status.as_str(),
+            bundle: &self.bundle,
+            rootfs: &self.rootfs,
+            created: &self.created,
+            annotations: &self.annotations,
+            owner: &self.owner,
+        }
+    }
+}
+
+/// runc's containerState (list.go), field for field and in its order;
+/// annotations are left out when there are none, as Go's omitempty does.
+#[derive(Debug, Serialize)]
+pub struct OciState<'a> {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: &'a str,
+    pub id: &'a str,
+    pub pid: i32,
+    pub status: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub created: &'a str,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: &'a HashMap<String, String>,
+    pub owner: &'a str,
+}
+
+impl std::fmt::Display for OciState<'_> {
+    /// Compact JSON, keys in runc's order.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// `list --format json`: the states as one JSON array, keys in runc's order.
+pub fn list_json(all: &[(State, Status)]) -> String {
+    let items: Vec<OciState<'_>> = all.iter().map(|(st, status)| st.oci_state(*status)).collect();
+    serde_json::to_string(&items).unwrap_or_else(|_| "[]".into())
+}
+
+/// `state`: the state pretty-printed (two spaces, as runc's MarshalIndent), keys in runc's order.
+pub fn pretty_json(st: &State, status: Status) -> String {
+    serde_json::to_string_pretty(&st.oci_state(status)).unwrap_or_default()
 }
 
 /// Now, in the unit and clock of /proc/<pid>/stat's start time: clock
@@ -222,6 +264,32 @@ mod tests {
         assert!(before <= start && start <= after, "{before} <= {start} <= {after}");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn json_keys_in_runcs_order() {
+        let st = State {
+            id: "c1".into(),
+            pid: 42,
+            pid_start: 0,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "2026-01-01T00:00:00.000000000Z".into(),
+            owner: "root".into(),
+            annotations: HashMap::new(),
+            cgroup: Cgroup::default(),
+            creating: false,
+            hooks: false,
+        };
+        assert_eq!(
+            st.oci_state(Status::Running).to_string(),
+            r#"{"ociVersion":"1.2.0","id":"c1","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"2026-01-01T00:00:00.000000000Z","owner":"root"}"#
+        );
+        let mut with = st.clone();
+        with.annotations.insert("k".into(), "v".into());
+        let text = list_json(&[(with, Status::Stopped)]);
+        assert!(text.starts_with(r#"[{"ociVersion":"1.2.0","id":"c1","pid":0,"status":"stopped","#), "{text}");
+        assert!(text.ends_with(r#""annotations":{"k":"v"},"owner":"root"}]"#), "{text}");
     }
 
     #[test]
