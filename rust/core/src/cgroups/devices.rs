@@ -31,7 +31,8 @@ const ACC_ALL: u32 = 7;
 pub fn rules(resources: Option<&LinuxResources>) -> Result<Vec<Rule>> {
     let mut out = Vec::new();
     for d in resources.and_then(|r| r.devices().as_ref()).into_iter().flatten() {
-        out.push(rule(d)?);
+        // A rule left with no access (all its letters ignored) says nothing.
+        out.extend(Some(rule(d)?).filter(|r| r.access != 0));
     }
     let default = |kind, major, minor: Option<i64>, access| Rule { allow: true, kind, major, minor, access };
     out.extend([
@@ -57,13 +58,14 @@ fn rule(d: &LinuxDeviceCgroup) -> Result<Rule> {
         Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => b'c',
         Some(LinuxDeviceType::P) => return Err(Error::msg("device cgroup rule of type p: only a, b and c can be allowed or denied")),
     };
+    // As runc: r, w and m count, any other letter ("rwa" in its tests) is ignored.
     let mut access = 0;
     for c in d.access().as_deref().unwrap_or("rwm").chars() {
         access |= match c {
             'r' => ACC_READ,
             'w' => ACC_WRITE,
             'm' => ACC_MKNOD,
-            _ => return Err(Error::msg(format!("device cgroup rule access {:?}: use r, w and m", d.access().as_deref().unwrap_or("")))),
+            _ => 0,
         };
     }
     let wild = |n: Option<i64>| n.filter(|n| *n >= 0);
@@ -333,6 +335,8 @@ mod tests {
             }
         }
         assert_eq!(p.last().unwrap().code, EXIT);
-        assert!(rules(Some(&parse(r#"{"devices":[{"allow":true,"access":"rwx"}]}"#))).is_err());
+        let r = rules(Some(&parse(r#"{"devices":[{"allow":false,"type":"c","major":1,"minor":11,"access":"rwa"},{"allow":true,"access":"x"}]}"#))).unwrap();
+        assert_eq!(r[0].v1_line(), "c 1:11 rw", "letters other than r, w and m are ignored, as by runc");
+        assert_eq!(r.len(), 1 + 11, "a rule left with no access is dropped");
     }
 }

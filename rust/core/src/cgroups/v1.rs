@@ -33,21 +33,40 @@ pub(super) fn apply(cg: &Cgroup, hierarchies: &[Hierarchy], r: &LinuxResources) 
     // An optional file is present when the directory of its controller (the prefix) has it.
     let exists = |file: &str| dir_of(file.split('.').next().unwrap_or("")).is_some_and(|d| d.join(file).exists());
     let mut writes = writes(r, exists)?;
-    // memory.limit_in_bytes may never exceed memsw: raising both, memsw goes first.
+    // runc's setMemoryAndSwap: memory.limit_in_bytes may never exceed memsw, so
+    // memsw goes first when it is lifted (-1) or above the current limit.
     let limit = writes.iter().position(|w| w.1 == "memory.limit_in_bytes");
     let memsw = writes.iter().position(|w| w.1 == "memory.memsw.limit_in_bytes");
     if let (Some(l), Some(m), Some(dir)) = (limit, memsw, dir_of("memory")) {
-        let current: i64 = std::fs::read_to_string(dir.join("memory.memsw.limit_in_bytes")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(i64::MAX);
-        let wanted: i64 = writes[l].2.parse().unwrap_or(0);
-        if wanted > current || wanted == -1 {
+        let current: u64 = std::fs::read_to_string(dir.join("memory.limit_in_bytes")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u64::MAX);
+        let swap: i64 = writes[m].2.parse().unwrap_or(0);
+        if (swap == -1 || (swap >= 0 && current < swap as u64)) && m > l {
             let w = writes.remove(m);
             writes.insert(l, w);
         }
     }
+    // runc's fs/cpu.go: a shorter period can be refused (EINVAL) while the old
+    // quota over the new period would exceed a parent's limit; with a quota
+    // to write too, the period is written again after it.
+    let quota_follows = writes.iter().any(|w| w.1 == "cpu.cfs_quota_us");
+    let mut period_again: Option<(PathBuf, String)> = None;
     for (controller, file, value) in writes {
         let dir = dir_of(controller)
             .ok_or_else(|| Error::msg(format!("cgroup v1 controller {controller} is not mounted, but the config sets {file}")))?;
+        if file == "cpu.cfs_period_us" && quota_follows {
+            match std::fs::write(dir.join(file), &value) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => period_again = Some((dir, value)),
+                Err(e) => return Err(Error::io(&format!("write {value:?} to"), dir.join(file), e)),
+            }
+            continue;
+        }
         super::write(&dir, file, &value)?;
+        if file == "cpu.cfs_quota_us" {
+            if let Some((dir, period)) = period_again.take() {
+                super::write(&dir, "cpu.cfs_period_us", &period)?;
+            }
+        }
     }
     Ok(())
 }
@@ -90,7 +109,13 @@ pub fn writes(r: &LinuxResources, exists: impl Fn(&str) -> bool) -> Result<Vec<(
         if let Some(res) = m.reservation() {
             w.push(("memory", "memory.soft_limit_in_bytes", res.to_string()));
         }
-        if let Some(swap) = m.swap() {
+        // As runc: lifting the memory limit without a word on swap lifts memsw too
+        // (a memsw below the new limit would make the kernel refuse it).
+        let swap = match m.swap() {
+            None if m.limit() == Some(-1) && exists("memory.memsw.limit_in_bytes") => Some(-1),
+            swap => swap,
+        };
+        if let Some(swap) = swap {
             // memory+swap; a host without swap accounting has no memsw file, and then
             // only "no extra swap" (swap == limit) or "unlimited" can be honoured.
             if exists("memory.memsw.limit_in_bytes") {
@@ -117,6 +142,13 @@ pub fn writes(r: &LinuxResources, exists: impl Fn(&str) -> bool) -> Result<Vec<(
         }
         if let Some(q) = c.quota() {
             w.push(("cpu", "cpu.cfs_quota_us", q.to_string()));
+        }
+        // Realtime scheduling (CONFIG_RT_GROUP_SCHED): the period first, as runc.
+        if let Some(p) = c.realtime_period().filter(|p| *p != 0) {
+            w.push(("cpu", "cpu.rt_period_us", p.to_string()));
+        }
+        if let Some(rt) = c.realtime_runtime().filter(|rt| *rt != 0) {
+            w.push(("cpu", "cpu.rt_runtime_us", rt.to_string()));
         }
         if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
             w.push(("cpuset", "cpuset.cpus", cpus.clone()));
@@ -202,6 +234,21 @@ mod tests {
         assert_eq!(writes(&r, |f| f == "blkio.bfq.weight").unwrap()[0].1, "blkio.bfq.weight");
         let t = resources(r#"{"blockIO":{"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1048576}]}}"#);
         assert_eq!(writes(&t, |_| false).unwrap()[0].2, "8:0 1048576");
+    }
+
+    #[test]
+    fn unlimited_memory_lifts_memsw() {
+        let r = resources(r#"{"memory":{"limit":-1}}"#);
+        let files: Vec<_> = writes(&r, |_| true).unwrap().iter().map(|(_, f, v)| format!("{f}={v}")).collect();
+        assert_eq!(files, ["memory.limit_in_bytes=-1", "memory.memsw.limit_in_bytes=-1"]);
+        assert_eq!(writes(&r, |_| false).unwrap().len(), 1, "no memsw file: the limit alone");
+    }
+
+    #[test]
+    fn realtime() {
+        let r = resources(r#"{"cpu":{"realtimePeriod":800001,"realtimeRuntime":500001}}"#);
+        let files: Vec<_> = writes(&r, |_| true).unwrap().iter().map(|(_, f, v)| format!("{f}={v}")).collect();
+        assert_eq!(files, ["cpu.rt_period_us=800001", "cpu.rt_runtime_us=500001"]);
     }
 
     #[test]
