@@ -119,12 +119,44 @@ pub struct Cgroup {
     /// Pure v2: the one leaf, for CLONE_INTO_CGROUP.
     #[serde(default)]
     pub unified: bool,
+    /// The processes create found in a cgroup that existed already (runc
+    /// warns, and runs the container anyway): see `non_empty_warning`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub procs_found: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The directories under `dir` (not `dir` itself), the deepest first.
+fn descendants(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let sub = e.path();
+            out.extend(descendants(&sub));
+            out.push(sub);
+        }
+    }
+    out
+}
+
+fn procs_of(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 impl Cgroup {
     /// Create the cgroup in every hierarchy and write the limits. On failure, nothing is left.
     pub fn create(mode: Mode, path: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let mut cg = Cgroup { path: path.to_string(), unified: mode == Mode::V2, ..Default::default() };
+        // runc's ErrV1NoUnified: linux.resources.unified names cgroup2 files.
+        if mode != Mode::V2 && resources.and_then(|r| r.unified().as_ref()).is_some_and(|u| !u.is_empty()) {
+            return Err(Error::msg("invalid configuration: cannot use unified on cgroup v1"));
+        }
         let result = match mode {
             Mode::V2 => v2::create(&mut cg, Path::new(ROOT), resources),
             Mode::V1 | Mode::Hybrid => {
@@ -144,7 +176,13 @@ impl Cgroup {
         };
         let result = result.and_then(|_| devices::apply(&cg, mode, resources)).and_then(|_| {
             if cg.is_frozen() {
-                return Err(Error::msg(format!("cgroup {path} is frozen: a container cannot start in it (thaw it first)")));
+                return Err(Error::msg(format!(
+                    "container's cgroup unexpectedly frozen: cgroup {path} is frozen, a container cannot start in it (thaw it first)"
+                )));
+            }
+            // A cgroup that was there already may hold processes: counted for the warning.
+            if cg.dirs.iter().any(|d| !cg.created.contains(d)) {
+                cg.procs_found = cg.pids().len();
             }
             Ok(())
         });
@@ -241,19 +279,45 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The pids in the cgroup now.
+    /// runc's warning for a container created in a cgroup that already held
+    /// processes (`container's cgroup is not empty: N process(es) found`), if so.
+    pub fn non_empty_warning(&self) -> Option<String> {
+        (self.procs_found > 0).then(|| format!("container's cgroup is not empty: {} process(es) found", self.procs_found))
+    }
+
+    /// The pids in the cgroup now, those in sub-cgroups the container made
+    /// included (runc's GetAllPids), from every hierarchy, each once.
     pub fn pids(&self) -> Vec<i32> {
-        let Some(dir) = self.dirs.first() else { return Vec::new() };
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        let mut pids = Vec::new();
+        for (i, dir) in self.dirs.iter().enumerate() {
+            let subs = descendants(dir);
+            // v1 hierarchies hold the same processes but in sub-cgroups made in one only.
+            if i > 0 && subs.is_empty() {
+                continue;
+            }
+            for d in std::iter::once(dir).chain(subs.iter()) {
+                for pid in procs_of(d) {
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        pids
     }
 
     /// Remove the leaves create made (and the parents that state files of
     /// earlier versions list). Directories still in use (EBUSY, ENOTEMPTY)
     /// are left: they belong to someone else too.
+    /// Sub-cgroups made inside the container (it may own its cgroup
+    /// namespace) go first, deepest first, their processes killed, as runc's
+    /// RemovePaths does: a cgroup with children cannot be removed (EBUSY).
     pub fn remove(&self) -> Vec<(PathBuf, std::io::Error)> {
         let mut failed = Vec::new();
+        let created_leaves = self.created.iter().filter(|d| self.dirs.contains(d));
+        for sub in created_leaves.flat_map(|d| descendants(d)) {
+            remove_sub(&sub);
+        }
         for dir in self.created.iter().rev() {
             let mut tries = 0;
             loop {
@@ -275,6 +339,28 @@ impl Cgroup {
             }
         }
         failed
+    }
+}
+
+/// Remove a sub-cgroup of a container's leaf, killing what is left in it.
+fn remove_sub(dir: &Path) {
+    for attempt in 0..500 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                // A frozen v1 sub-cgroup would keep its killed tasks: thaw it.
+                if attempt == 0 && dir.join("freezer.state").exists() {
+                    let _ = write(dir, "freezer.state", "THAWED");
+                }
+                for pid in procs_of(dir) {
+                    // SAFETY: kill takes no pointers.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(_) => return,
+        }
     }
 }
 
