@@ -2,6 +2,12 @@
 //! (libseccomp allocates), exported as classic BPF, and loaded by the
 //! container's init with one raw seccomp(2) call, which needs no heap.
 
+/// The runtime's side of user notification (SCMP_ACT_NOTIFY): the listener
+/// fd from the child to the seccomp agent. Declared here, its file beside
+/// this one, so that lib.rs need not change: `crate::seccomp::agent`.
+#[path = "seccomp_agent.rs"]
+pub mod agent;
+
 use crate::error::{Error, Result};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
@@ -13,12 +19,48 @@ use std::sync::Mutex;
 const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
 const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
 const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
+/// seccomp(2) returns a user-notification fd (the listener) for the filter.
+pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: u32 = 32;
 
 /// A compiled filter, ready for the kernel.
 #[derive(Debug, Clone)]
 pub struct Filter {
     pub program: Vec<libc::sock_filter>,
     pub flags: u32,
+    /// SCMP_ACT_NOTIFY is used: the seccomp agent the listener fd goes to
+    /// (seccomp_agent.rs). The flags then carry NEW_LISTENER.
+    pub listener: Option<Listener>,
+}
+
+/// linux.seccomp's listenerPath and listenerMetadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub path: PathBuf,
+    pub metadata: String,
+}
+
+impl Filter {
+    /// The child gets a user-notification fd from loading this filter.
+    pub fn has_listener(&self) -> bool {
+        self.flags & SECCOMP_FILTER_FLAG_NEW_LISTENER != 0
+    }
+}
+
+fn uses_notify(cfg: &LinuxSeccomp) -> bool {
+    cfg.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// The agent of a profile that notifies (runc's checks and words).
+fn listener(cfg: &LinuxSeccomp) -> Result<Option<Listener>> {
+    if !uses_notify(cfg) {
+        return Ok(None);
+    }
+    let path = cfg.listener_path().clone().unwrap_or_default();
+    if path.as_os_str().is_empty() {
+        return Err(Error::msg("linux.seccomp: SCMP_ACT_NOTIFY is used but listenerPath is not set"));
+    }
+    Ok(Some(Listener { path, metadata: cfg.listener_metadata().clone().unwrap_or_default() }))
 }
 
 impl Filter {
@@ -27,9 +69,16 @@ impl Filter {
     /// express is a config error.
     pub fn compile(cfg: &LinuxSeccomp) -> Result<Filter> {
         let bad = |what: String| Error::msg(format!("linux.seccomp: {what}"));
-        if cfg.listener_path().as_ref().is_some_and(|p| !p.as_os_str().is_empty()) {
-            return Err(bad("listenerPath (seccomp user notification) is not supported by capsa-runtime".into()));
+        if cfg.default_action() == LinuxSeccompAction::ScmpActNotify {
+            return Err(bad("SCMP_ACT_NOTIFY cannot be used as default action".into()));
         }
+        for rule in cfg.syscalls().iter().flatten() {
+            // The agent's answer would be written by a syscall it must answer itself.
+            if rule.action() == LinuxSeccompAction::ScmpActNotify && rule.names().iter().any(|n| n == "write") {
+                return Err(bad("SCMP_ACT_NOTIFY cannot be used for the write syscall".into()));
+            }
+        }
+        let listener = listener(cfg)?;
         let default = action(cfg.default_action(), cfg.default_errno_ret()).map_err(|e| bad(format!("defaultAction: {e}")))?;
         let mut ctx = ScmpFilterContext::new(default).map_err(|e| bad(format!("create filter: {e}")))?;
         for arch in cfg.architectures().iter().flatten() {
@@ -70,17 +119,19 @@ impl Filter {
         if program.len() > 4096 {
             return Err(bad(format!("the filter has {} BPF instructions, more than the kernel's 4096", program.len())));
         }
-        Ok(Filter { program, flags })
+        Ok(Filter { program, flags, listener })
     }
 
     fn compile_flags(cfg: &LinuxSeccomp) -> u32 {
-        let mut flags = 0;
+        let notify = uses_notify(cfg);
+        let mut flags = if notify { SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
         for f in cfg.flags().iter().flatten() {
             flags |= match f {
                 LinuxSeccompFilterFlag::SeccompFilterFlagLog => SECCOMP_FILTER_FLAG_LOG,
                 LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SECCOMP_FILTER_FLAG_SPEC_ALLOW,
                 LinuxSeccompFilterFlag::SeccompFilterFlagTsync => SECCOMP_FILTER_FLAG_TSYNC,
-                // Only meaningful with user notification, which compile refuses.
+                // Only meaningful with user notification.
+                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv if notify => SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
                 LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
             };
         }
@@ -111,7 +162,7 @@ pub fn compile_cached(cfg: &LinuxSeccomp) -> Result<Filter> {
     let dir = CACHE_DIR.lock().ok().and_then(|d| d.clone());
     let from_file = dir.as_ref().and_then(|d| read_program(&d.join(&key)));
     let filter = match from_file {
-        Some(program) => Filter { program, flags: Filter::compile_flags(cfg) },
+        Some(program) => Filter { program, flags: Filter::compile_flags(cfg), listener: listener(cfg)? },
         None => {
             let f = Filter::compile(cfg)?;
             if let Some(d) = &dir {
@@ -168,9 +219,7 @@ fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction> {
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno_ret.unwrap_or(libc::EPERM as u32) as u16),
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(Error::msg("SCMP_ACT_NOTIFY (user notification) is not supported by capsa-runtime"));
-        }
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -386,9 +435,18 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let e = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#)).unwrap_err();
-        assert!(e.message.contains("SCMP_ACT_NOTIFY"), "{e}");
-        let e = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock"}"#)).unwrap_err();
-        assert!(e.message.contains("listenerPath"), "{e}");
+        assert!(e.message.contains("SCMP_ACT_NOTIFY cannot be used as default action"), "{e}");
+        let notify = r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock","listenerMetadata":"m","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#;
+        let f = Filter::compile(&parse(notify)).unwrap();
+        assert!(f.has_listener());
+        assert_eq!(f.listener, Some(Listener { path: "/run/x.sock".into(), metadata: "m".into() }));
+        let e = Filter::compile(&parse(&notify.replace("/run/x.sock", ""))).unwrap_err();
+        assert!(e.message.contains("listenerPath is not set"), "{e}");
+        let e = Filter::compile(&parse(&notify.replace("mkdir", "write"))).unwrap_err();
+        assert!(e.message.contains("SCMP_ACT_NOTIFY cannot be used for the write syscall"), "{e}");
+        // A listener path without a notifying rule: no listener, as runc.
+        let f = Filter::compile(&parse(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock"}"#)).unwrap();
+        assert!(!f.has_listener() && f.listener.is_none());
         let e = Filter::compile(&parse(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         ))

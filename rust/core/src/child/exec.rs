@@ -56,13 +56,13 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     if let Some(persona) = cx.personality {
         sys::personality(persona).map_err(|e| Failure::bare("set personality", e))?;
     }
-    let exe = process::prepare(cx.process, cx.userns, cx.console, cx.preserve_fds)?;
+    let exe = process::prepare(cx.process, cx.userns, cx.console, cx.preserve_fds, cx.sync)?;
     // Outlive the runtime from here on (a detached exec's runtime exits now).
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0);
     // With no_new_privs the container's filter goes on last, as for its init
     // (without it, process::prepare loaded it before dropping capabilities).
     if cx.process.no_new_privs {
-        process::load_seccomp(cx.process)?;
+        process::load_seccomp(cx.process, cx.sync)?;
     }
     Ok(exe)
 }

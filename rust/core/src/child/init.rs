@@ -150,7 +150,17 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     if let Some(d) = &plan.domainname {
         sys::setdomainname(d).map_err(|e| Failure::new("set domainname", d, e))?;
     }
-    let exe = process::prepare(&plan.process, plan.userns(), cx.console, cx.preserve_fds)?;
+    let listener = plan.process.seccomp.as_ref().is_some_and(|f| f.has_listener());
+    if listener && cx.at_once.is_some() {
+        // The parent sleeps until the execve, and could not pass the fd on.
+        return Err(Failure::bare("seccomp user notification (SCMP_ACT_NOTIFY) cannot be set up by an init started at once", libc::EINVAL));
+    }
+    let exe = process::prepare(&plan.process, plan.userns(), cx.console, cx.preserve_fds, cx.sync)?;
+    if listener && plan.process.no_new_privs {
+        // As runc: before READY, while the runtime that made the container
+        // is there to pass the listener fd to the agent.
+        process::load_seccomp(&plan.process, cx.sync)?;
+    }
 
     // From here on the container outlives the runtime that made it: stop
     // dying with it before saying READY, or its exit could race our prctl.
@@ -358,8 +368,9 @@ fn before_pivot<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
 /// startContainer hooks, which run under it as runc's do.
 fn before_exec<'a>(cx: &Context<'a>) -> Result<(), Failure<'a>> {
     let plan = cx.plan;
-    if plan.process.no_new_privs {
-        process::load_seccomp(&plan.process)?;
+    let listener = plan.process.seccomp.as_ref().is_some_and(|f| f.has_listener());
+    if plan.process.no_new_privs && !listener {
+        process::load_seccomp(&plan.process, cx.sync)?;
     }
     if let Some((_, created)) = cx.hook_state {
         super::hooks::run(&plan.hooks.start_container, created, &crate::hooks::START_CONTAINER)?;

@@ -48,7 +48,7 @@ pub fn join_cgroups(files: &[RawFd]) -> Result<(), Failure<'static>> {
 
 /// Console, rlimits, oom score, umask, cwd (checked to be inside the root),
 /// the executable, fds, user and capabilities. Returns the executable.
-pub fn prepare(p: &ProcessPlan, userns: bool, console_sock: Option<RawFd>, preserve_fds: u32) -> Result<&CStr, Failure<'_>> {
+pub fn prepare(p: &ProcessPlan, userns: bool, console_sock: Option<RawFd>, preserve_fds: u32, sync: RawFd) -> Result<&CStr, Failure<'_>> {
     if let Some(sock) = console_sock {
         console(sock, p.console_size)?;
     }
@@ -69,21 +69,35 @@ pub fn prepare(p: &ProcessPlan, userns: bool, console_sock: Option<RawFd>, prese
     }
     let exe = find_executable(p)?;
     super::isolation::cloexec_from(3 + preserve_fds);
-    set_identity(p, userns)?;
+    set_identity(p, userns, sync)?;
     if p.no_new_privs {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| Failure::bare("set no_new_privs", e))?;
     }
     Ok(exe)
 }
 
-/// The process's seccomp filter, if any.
-pub fn load_seccomp(p: &ProcessPlan) -> Result<(), Failure<'_>> {
+/// The process's seccomp filter, if any. A filter with SCMP_ACT_NOTIFY
+/// rules gives a listener fd: it goes to the runtime on `sync` (which
+/// passes it to the seccomp agent) and is closed here, so that nothing
+/// exec'd from here on (hooks, the process) holds it.
+pub fn load_seccomp(p: &ProcessPlan, sync: RawFd) -> Result<(), Failure<'_>> {
     let Some(filter) = &p.seccomp else { return Ok(()) };
     let prog = libc::sock_fprog { len: filter.program.len() as u16, filter: filter.program.as_ptr() as *mut libc::sock_filter };
     const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
     // SAFETY: the kernel copies the BPF program the sock_fprog points at, which lives for the call.
     let r = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter.flags as libc::c_ulong, &prog as *const libc::sock_fprog) };
-    if r == 0 { Ok(()) } else { Err(Failure::bare("load seccomp filter", errno())) }
+    if r < 0 {
+        return Err(Failure::bare("load seccomp filter", errno()));
+    }
+    if filter.has_listener() {
+        let fd = r as RawFd;
+        let sent = super::report::listener(sync, fd);
+        sys::close(fd);
+        if !sent {
+            return Err(Failure::bare("send the seccomp listener fd to the runtime", errno()));
+        }
+    }
+    Ok(())
 }
 
 /// A pty whose master goes to the console socket and whose slave becomes stdio.
@@ -110,28 +124,7 @@ fn console(sock: RawFd, size: Option<(u16, u16)>) -> Result<(), Failure<'static>
 
 /// sendmsg with SCM_RIGHTS, as runc's console socket protocol expects.
 fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), Failure<'static>> {
-    let name = b"/dev/ptmx";
-    let mut iov = libc::iovec { iov_base: name.as_ptr() as *mut libc::c_void, iov_len: name.len() };
-    let mut cmsg_buf = [0u64; 8];
-    // SAFETY: msghdr is plain data; every field used is set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
-    // SAFETY: CMSG_SPACE only computes a size.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    // SAFETY: the control buffer (64 bytes, 8-aligned) holds one cmsg with one fd:
-    // CMSG_FIRSTHDR and CMSG_DATA point inside it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-    }
-    // SAFETY: msg and everything it points at live for the call.
-    let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if r < 0 { Err(Failure::bare("send pty master to console socket", errno())) } else { Ok(()) }
+    super::report::send_fd(sock, fd, b"/dev/ptmx").map_err(|e| Failure::bare("send pty master to console socket", e))
 }
 
 fn find_executable(p: &ProcessPlan) -> Result<&CStr, Failure<'_>> {
@@ -152,7 +145,7 @@ fn find_executable(p: &ProcessPlan) -> Result<&CStr, Failure<'_>> {
 
 /// Groups, gid, uid, then the capability sets: the order that keeps the
 /// capabilities we need until the last step.
-fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
+fn set_identity(p: &ProcessPlan, userns: bool, sync: RawFd) -> Result<(), Failure<'_>> {
     if let Some(c) = &p.caps {
         drop_bounding(c.bounding, p.last_cap).map_err(|(cap, e)| Failure::new("drop from bounding set", caps::name(cap), e))?;
     }
@@ -160,7 +153,7 @@ fn set_identity(p: &ProcessPlan, userns: bool) -> Result<(), Failure<'_>> {
     // while the capabilities are still there (as runc does); with it, the
     // filter goes on last, right before execve.
     if !p.no_new_privs {
-        load_seccomp(p)?;
+        load_seccomp(p, sync)?;
     }
     sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| Failure::bare("keep capabilities", e))?;
     // setgroups is refused in a user namespace whose setgroups file says deny; an empty list is then moot.
