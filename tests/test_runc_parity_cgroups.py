@@ -49,10 +49,8 @@ def test_events_stats_keys_in_runcs_order(ctx):
     assert line.startswith('{"type":"stats","id":"%s","data":{' % cid), line
 
 
-LIST_WIRED = "needs commands.rs list/state to print State::oci_state / state::list_json"
 
 
-@pytest.mark.xfail(reason=LIST_WIRED, strict=False)
 def test_list_json_keys_in_runcs_order(ctx):
     """list 1: ociVersion, id, pid, status, bundle, rootfs, created, owner; no empty annotations."""
     cid = running(ctx)
@@ -218,7 +216,6 @@ def test_non_empty_cgroup_is_recorded(ctx):
     ctx.ok("delete", "--force", first)
 
 
-@pytest.mark.xfail(reason="needs the runtime to print Cgroup::non_empty_warning", strict=False)
 def test_non_empty_cgroup_warning(ctx):
     first = running(ctx)
     second = ctx.new_id()
@@ -285,11 +282,9 @@ def _oom_events(ctx, cid):
     assert '{"type":"oom","id":"%s"}' % cid in out_path.read_text().splitlines()
 
 
-OOM_WIRED = "needs commands.rs events to call control::events"
 
 
 @needs_v1("memory")
-@pytest.mark.xfail(reason=OOM_WIRED, strict=False)
 def test_events_oom_v1(ctx):
     """events 5."""
     cid = running(ctx, resources={"memory": {"limit": 32 * MiB, "swap": 32 * MiB}})
@@ -297,7 +292,6 @@ def test_events_oom_v1(ctx):
 
 
 @pytest.mark.cgroup2
-@pytest.mark.xfail(reason=OOM_WIRED, strict=False)
 def test_events_oom_v2(ctx2):
     if "memory" not in (h.CGROUP_UNIFIED / "cgroup.controllers").read_text().split():
         pytest.skip("no memory controller on this host's cgroup2")

@@ -129,6 +129,9 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }));
     plan.expand_cgroup_mounts(&cgroup, mode);
     first.cgroup = cgroup.clone();
+    if let Some(w) = cgroup.non_empty_warning() {
+        crate::debug::warn(|| w);
+    }
     let st = std::cell::RefCell::new(first);
     let hook_files = if plan.hooks.in_container() { Some(hooks::StateFiles::new()?) } else { None };
     let events = |e: spawn::Event| -> Result<()> {

@@ -265,10 +265,15 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
             std::fs::write(&path, adj.to_string()).map_err(|e| Error::io("write", &path, e))?;
         }
         sync::tell(&parent_sock, sync::GO)?;
-        match sync::hear(&parent_sock)? {
-            Heard::Closed => Ok(()), // close-on-exec: the process runs
-            Heard::Failed(e) => Err(e),
-            other => Err(Error::msg(format!("unexpected message {other:?} from exec child"))),
+        loop {
+            match sync::hear(&parent_sock)? {
+                Heard::Kind(crate::seccomp::agent::LISTENER) => {
+                    crate::seccomp::agent::forward(&parent_sock, plan.seccomp.as_ref(), pid, None)?;
+                }
+                Heard::Closed => return Ok(()), // close-on-exec: the process runs
+                Heard::Failed(e) => return Err(e),
+                other => return Err(Error::msg(format!("unexpected message {other:?} from exec child"))),
+            }
         }
     };
     let finished = finish();

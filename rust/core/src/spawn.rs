@@ -157,7 +157,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     // At once only when the parent has nothing to do between the clone and
     // the execve: no user namespace (maps, cgroup joins), no hooks.
     let at_once = opts.start_at_once && clone_vm::SUPPORTED && self_join
-        && !plan.hooks.runtime_pause && !plan.hooks.in_container() && opts.hook_state.is_none();
+        && !plan.hooks.runtime_pause && !plan.hooks.in_container() && opts.hook_state.is_none()
+        // A seccomp listener goes to its agent through us before the execve.
+        && !plan.process.seccomp.as_ref().is_some_and(|f| f.has_listener());
 
     let mut cx = Context {
         plan,
@@ -257,6 +259,10 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
                 Heard::Kind(sync::HOOKS) => {
                     event(Event::RuntimeHooks(pid))?;
                     sync::tell(&parent_sock, sync::RESUME)?;
+                    continue;
+                }
+                Heard::Kind(crate::seccomp::agent::LISTENER) => {
+                    crate::seccomp::agent::forward(&parent_sock, plan.process.seccomp.as_ref(), pid, None)?;
                     continue;
                 }
                 heard => return ready(heard),

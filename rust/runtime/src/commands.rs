@@ -4,7 +4,7 @@ use crate::args::{self, usage, Opts, Table, Takes};
 use crate::{out, resources, templates, Failure};
 use capsa_core::container::{self, CreateOptions};
 use capsa_core::exec::{self, ExecOptions, Overrides, ToRun};
-use capsa_core::{control, state::Status};
+use capsa_core::control;
 use std::path::{Path, PathBuf};
 
 const CREATE: Table = &[
@@ -141,7 +141,7 @@ impl Cli {
 
     fn state(&self, (_, args): (Opts, Vec<String>)) -> Outcome {
         let (st, status) = container::state(&self.root, id(&args)?)?;
-        out(&pretty(&st.to_json(status)));
+        out(&capsa_core::state::pretty_json(&st, status));
         Ok(0)
     }
 
@@ -206,8 +206,7 @@ impl Cli {
         }
         match format {
             "json" => {
-                let items: Vec<serde_json::Value> = all.iter().map(|(st, status)| st.to_json(*status)).collect();
-                out(&serde_json::Value::Array(items).to_string());
+                out(&capsa_core::state::list_json(&all));
             }
             "table" => {
                 let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from)];
@@ -336,16 +335,8 @@ impl Cli {
             return Ok(0);
         }
         let interval = resources::parse_duration(opts.value("interval").unwrap_or("5s"))?;
-        loop {
-            // runc's stream: a stats event per interval while the container runs.
-            match control::stats(&self.root, cid) {
-                Ok(sample) => out(&sample.to_string()),
-                Err(e) => {
-                    let stopped = container::state(&self.root, cid).map_or(true, |(_, s)| s == Status::Stopped);
-                    return if stopped { Ok(0) } else { Err(e.into()) };
-                }
-            }
-            std::thread::sleep(interval);
-        }
+        // runc's stream: a stats event per interval and an oom event per OOM kill, until the container stops.
+        control::events(&self.root, cid, interval, &mut |line| out(line))?;
+        Ok(0)
     }
 }

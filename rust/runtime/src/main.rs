@@ -135,6 +135,7 @@ fn main() {
     };
     let log = globals.value("log").map(str::to_string);
     let json_log = globals.value("log-format") == Some("json");
+    capsa_core::debug::set_warning_sink(|w| eprintln!("capsa-runtime: warning: {w}"));
     if globals.flag("debug") {
         let _ = DEBUG_LOG.set((log.clone(), json_log));
         capsa_core::debug::set_sink(log_debug);
