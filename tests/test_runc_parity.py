@@ -197,3 +197,17 @@ def test_exec_into_sub_cgroups(ctx):
         if (leaf / "sub").exists():
             (leaf / "sub").rmdir()
         ctx.ok("delete", "--force", cid)
+
+
+def test_user_namespace_binds_a_source_out_of_its_reach(ctx):
+    """A bind source under a 0700 host dir: the namespace's root (host uid
+    100000) could not look it up; the host's root hands it over as a tree."""
+    mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    private = ctx.tmp / "private"
+    (private / "dir").mkdir(parents=True)
+    os.chmod(private, 0o700)
+    (private / "dir" / "foo.txt").write_text("inside\n")
+    mount = {"destination": "/tmp/mount-1", "type": "bind", "source": str(private / "dir"), "options": ["bind"]}
+    res = ctx.run(["cat", "/tmp/mount-1/foo.txt"], extra_namespaces=["user"], uid_mappings=mapping,
+                  gid_mappings=mapping, extra_mounts=[mount])
+    assert (res.returncode, res.stdout) == (0, "inside\n"), res.describe()

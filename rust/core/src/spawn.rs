@@ -12,6 +12,7 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -133,6 +134,17 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         None => None,
     };
 
+    // In a user namespace a bind source may be out of the namespace root's
+    // reach: the host's root opens it here and the child mounts it by fd (as runc).
+    let mut bind_fds: Vec<Option<OwnedFd>> = Vec::new();
+    if plan.userns() {
+        for m in &plan.mounts {
+            let wanted = m.bind && m.flags & libc::MS_REMOUNT == 0 && bind_fds.iter().flatten().count() < crate::child::isolation::MAX_BIND_SOURCES;
+            let source = Path::new(std::ffi::OsStr::from_bytes(m.source.to_bytes()));
+            bind_fds.push(if wanted { Some(clone_tree(source, m.flags & libc::MS_REC != 0)?) } else { None });
+        }
+    }
+    let bind_raw: Vec<RawFd> = bind_fds.iter().map(|f| f.as_ref().map_or(-1, |fd| fd.as_raw_fd())).collect();
     let argv: Vec<*const libc::c_char> = plan.process.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> = plan.process.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let (parent_sock, child_sock) = sync::pair()?;
@@ -177,6 +189,7 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         preserve_fds: opts.preserve_fds,
         unshare_cgroupns,
         join_cgroups: &join_files_raw,
+        bind_sources: &bind_raw,
         hook_state: opts.hook_state,
         at_once: None,
     };
@@ -289,6 +302,22 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
             Err(e)
         }
     }
+}
+
+/// A detached copy of the mount tree at `source` (open_tree OPEN_TREE_CLONE),
+/// for the child to attach with move_mount: a bind source by fd that works
+/// across mount namespaces.
+fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = crate::mounts::cstring(&source.to_string_lossy());
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    // SAFETY: open_tree reads the NUL-terminated path and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Error::sys("open_tree (clone) bind mount source", source, nix::errno::Errno::last()));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
 }
 
 /// The parent's side of clone_vm: by now the child has exec'd or failed.

@@ -51,7 +51,7 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     sys::fchdir(cx.root).map_err(|e| Failure::bare("enter the container's root", e))?;
     sys::chroot(c".").map_err(|e| Failure::bare("chroot into the container's root", e))?;
     // Namespace, root and cgroup fds are used: nothing of the caller's goes further (isolation.rs).
-    super::isolation::close_all_except(3 + cx.preserve_fds, &[cx.sync, cx.console.unwrap_or(-1)]);
+    super::isolation::close_all_except(3 + cx.preserve_fds, &[cx.sync, cx.console.unwrap_or(-1)], &[]);
     sys::setsid().map_err(|e| Failure::bare("setsid", e))?;
     if let Some(persona) = cx.personality {
         sys::personality(persona).map_err(|e| Failure::bare("set personality", e))?;

@@ -35,6 +35,10 @@ pub struct Context<'a> {
     pub join_cgroups: &'a [RawFd],
     /// stdin of the createContainer and startContainer hooks (state JSON memfds).
     pub hook_state: Option<(RawFd, RawFd)>,
+    /// Per mount of the plan, an O_PATH fd on its bind source (or -1): in a
+    /// user namespace the source may be out of the namespace root's reach,
+    /// so the host's root opens it and the child mounts it by fd, as runc.
+    pub bind_sources: &'a [RawFd],
     /// Started at once (spawn::clone_vm).
     pub at_once: Option<AtOnce<'a>>,
 }
@@ -135,10 +139,10 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     let (creating, started) = cx.hook_state.unzip();
     let fifo = cx.fifo.map(|f| [f.fd, f.proc_dir]).unwrap_or([-1, -1]);
     let keep = [cx.sync, cx.console.unwrap_or(-1), fifo[0], fifo[1], creating.unwrap_or(-1), started.unwrap_or(-1)];
-    super::isolation::close_all_except(3 + cx.preserve_fds, &keep);
+    super::isolation::close_all_except(3 + cx.preserve_fds, &keep, cx.bind_sources);
     sys::setsid().map_err(|e| Failure::bare("setsid", e))?;
 
-    setup_rootfs(plan)?;
+    setup_rootfs(plan, cx.bind_sources)?;
     before_pivot(cx)?;
     enter_rootfs(plan)?;
     if let Some(persona) = plan.personality {
@@ -200,15 +204,15 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     Ok(exe)
 }
 
-fn setup_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
+fn setup_rootfs<'a>(plan: &'a Plan, bind_sources: &[RawFd]) -> Result<(), Failure<'a>> {
     let root = &plan.rootfs;
     sys::mount(None, c"/", None, plan.root_propagation, None).map_err(|e| Failure::new("make / a slave mount", c"/", e))?;
     if let Some(ov) = &plan.overlay {
         super::mount::overlay_root(ov, root)?;
     }
     sys::mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None).map_err(|e| Failure::new("bind-mount rootfs", root, e))?;
-    for m in &plan.mounts {
-        m.apply()?;
+    for (i, m) in plan.mounts.iter().enumerate() {
+        m.apply(bind_sources.get(i).copied().filter(|fd| *fd >= 0))?;
     }
     let userns = plan.userns();
     // mknod obeys the umask; the config's modes are meant exactly.

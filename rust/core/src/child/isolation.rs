@@ -55,16 +55,19 @@ impl Drop for NonDumpable {
     }
 }
 
-/// Most fds the child keeps open besides stdio and the preserved ones.
-const MAX_KEPT: usize = 8;
+/// Most fds the child keeps open besides stdio and the preserved ones
+/// (a few of its own, and the bind sources of a user-namespaced container:
+/// spawn.rs opens no more than MAX_BIND_SOURCES of those).
+const MAX_KEPT: usize = 8 + MAX_BIND_SOURCES;
+pub const MAX_BIND_SOURCES: usize = 56;
 
 /// Close every fd from `first` up except those in `keep`. close_range(2)
 /// does it in one call per gap; where it fails (kernels before 5.9), each fd
 /// up to the highest possible is closed one by one: never one left open.
-pub fn close_all_except(first: u32, keep: &[i32]) {
+pub fn close_all_except(first: u32, keep: &[i32], more: &[i32]) {
     let mut kept = [i32::MAX; MAX_KEPT];
     let mut n = 0;
-    for &fd in keep {
+    for &fd in keep.iter().chain(more) {
         if fd >= first as i32 && n < MAX_KEPT {
             kept[n] = fd;
             n += 1;
@@ -170,7 +173,7 @@ mod tests {
             let a = nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
             let b = nix::fcntl::open("/proc", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
             let (_a, b) = (a.into_raw_fd(), b.into_raw_fd());
-            close_all_except(3, &[w, b]);
+            close_all_except(3, &[w], &[b]);
             let left = open_fds_from(3);
             let text = format!("{:?}", left.iter().filter(|fd| **fd != w && **fd != b).count());
             let _ = sys::write(w, text.as_bytes());
@@ -206,7 +209,7 @@ mod tests {
             filter.add_rule(libseccomp::ScmpAction::Errno(libc::ENOSYS), close_range).unwrap();
             filter.load().unwrap();
             let held: Vec<i32> = (0..5).map(|_| nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap().into_raw_fd()).collect();
-            close_all_except(3, &[w]);
+            close_all_except(3, &[w], &[]);
             // SAFETY: F_GETFD only reads the fd's flags (EBADF once closed).
             let flags = |fd: i32| unsafe { libc::fcntl(fd, libc::F_GETFD) };
             let open_after = held.iter().filter(|fd| flags(**fd) >= 0).count();

@@ -3,22 +3,28 @@
 //! buffers and syscalls only.
 
 use super::failure::Failure;
+use std::os::fd::RawFd;
 use super::sys::{self, errno, SysResult};
 use crate::mounts::{MountOp, BIND_REMOUNT_FLAGS};
 use crate::overlay::OverlayPlan;
 use std::ffi::CStr;
 
 impl MountOp {
-    /// Make the mount.
-    pub fn apply(&self) -> Result<(), Failure<'_>> {
+    /// Make the mount; a bind from `tree` (a detached copy of its source the
+    /// parent made with open_tree) when given.
+    pub fn apply(&self, tree: Option<RawFd>) -> Result<(), Failure<'_>> {
         let fail = |step: &'static str, errno| Failure::with_detail(step, &self.fstype, &self.destination, errno);
         if self.flags & libc::MS_REMOUNT == 0 {
-            let is_file = self.bind && !is_dir(&self.source);
+            let is_file = self.bind && !tree.map_or_else(|| is_dir(&self.source), fd_is_dir);
             create_target(&self.target, is_file).map_err(|e| fail("create mount point for", e))?;
         }
         let data = Some(self.data.as_c_str()).filter(|d| !d.is_empty());
         let fstype = if self.bind { None } else { Some(self.fstype.as_c_str()) };
-        if let Err(e) = sys::mount(Some(&self.source), &self.target, fstype, self.flags, data) {
+        let made = match tree {
+            Some(fd) => attach_tree(fd, &self.target),
+            None => sys::mount(Some(&self.source), &self.target, fstype, self.flags, data),
+        };
+        if let Err(e) = made {
             match &self.fallback_bind {
                 Some(host) if e == libc::EPERM => {
                     sys::mount(Some(host), &self.target, None, libc::MS_BIND | libc::MS_REC, None).map_err(|e| fail("bind-mount host fallback for", e))?;
@@ -86,6 +92,21 @@ pub fn recursive_read_only(target: &CStr) -> SysResult {
         libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, target.as_ptr(), libc::AT_RECURSIVE as libc::c_uint, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
     };
     if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// move_mount(2) of a detached tree onto `target`.
+fn attach_tree(tree: RawFd, target: &CStr) -> SysResult {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: move_mount reads two NUL-terminated paths ("" and target) and plain integers.
+    let r = unsafe { libc::syscall(libc::SYS_move_mount, tree, c"".as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+fn fd_is_dir(fd: RawFd) -> bool {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is an open fd and st is writable.
+    (unsafe { libc::fstat(fd, &mut st) }) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 pub fn is_dir(path: &CStr) -> bool {
