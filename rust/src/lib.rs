@@ -293,23 +293,34 @@ fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
 
 // ---- layers -----------------------------------------------------------------
 
-static LAYER_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-/// `capsa._core.LayerError`, a `capsa.errors.CapsaError` (the CLI prints its one line).
-fn layer_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    let ty = LAYER_ERROR.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+/// An exception class under `capsa.errors.CapsaError` (the CLI prints its
+/// one line), made once into `cell`.
+fn capsa_error_type<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &'static std::ffi::CStr, doc: &'static std::ffi::CStr) -> PyResult<&'py Bound<'py, PyType>> {
+    let ty = cell.get_or_try_init(py, || -> PyResult<Py<PyType>> {
         let base = py.import("capsa.errors")?.getattr("CapsaError")?.cast_into::<PyType>()?;
-        let doc = c"A layer could not be extracted; the message names the blob, the entry, the step and the errno.";
-        PyErr::new_type(py, c"capsa._core.LayerError", Some(doc), Some(&base), None)
+        PyErr::new_type(py, name, Some(doc), Some(&base), None)
     })?;
     Ok(ty.bind(py))
 }
 
-fn layer_error(py: Python<'_>, e: error::Error) -> PyErr {
-    match layer_error_type(py) {
+/// A core error as an exception of `ty` (or the error of making it).
+fn raise_as(ty: PyResult<&Bound<'_, PyType>>, e: error::Error) -> PyErr {
+    match ty {
         Ok(ty) => PyErr::from_type(ty.clone(), e.message),
         Err(err) => err,
     }
+}
+
+static LAYER_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// `capsa._core.LayerError`.
+fn layer_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    let doc = c"A layer could not be extracted; the message names the blob, the entry, the step and the errno.";
+    capsa_error_type(py, &LAYER_ERROR, c"capsa._core.LayerError", doc)
+}
+
+fn layer_error(py: Python<'_>, e: error::Error) -> PyErr {
+    raise_as(layer_error_type(py), e)
 }
 
 fn layer_mode(mode: &str) -> PyResult<layers::Mode> {
@@ -360,21 +371,14 @@ fn extract_layers<'py>(py: Python<'py>, jobs: Vec<(PathBuf, PathBuf)>, mode: &st
 
 static COPY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// `capsa._core.CopyError`, a `capsa.errors.CapsaError` with one line naming the path, the step and the errno.
+/// `capsa._core.CopyError`.
 fn copy_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    let ty = COPY_ERROR.get_or_try_init(py, || -> PyResult<Py<PyType>> {
-        let base = py.import("capsa.errors")?.getattr("CapsaError")?.cast_into::<PyType>()?;
-        let doc = c"A copy between the host and a container failed; the message names the path, the step and the errno.";
-        PyErr::new_type(py, c"capsa._core.CopyError", Some(doc), Some(&base), None)
-    })?;
-    Ok(ty.bind(py))
+    let doc = c"A copy between the host and a container failed; the message names the path, the step and the errno.";
+    capsa_error_type(py, &COPY_ERROR, c"capsa._core.CopyError", doc)
 }
 
 fn copy_error(py: Python<'_>, e: error::Error) -> PyErr {
-    match copy_error_type(py) {
-        Ok(ty) => PyErr::from_type(ty.clone(), e.message),
-        Err(err) => err,
-    }
+    raise_as(copy_error_type(py), e)
 }
 
 fn borrowed_fd(fd: i32) -> PyResult<std::os::fd::BorrowedFd<'static>> {
