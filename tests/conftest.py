@@ -50,8 +50,16 @@ def base_dir():
     os.chmod(d, 0o755)
     subtree = _root_subtree_control()
     made_by_others = {p: p.exists() for p in _host_paths_capsa_makes()}
+    plain_before = set(h.plain_dirs_under_cgroup_root())
     yield d
     _sweep_cgroup_parents()
+    # podman mkdirs dirs for controllers this host does not mount (hugetlb...)
+    # on /sys/fs/cgroup's tmpfs: those this session made go when empty.
+    for plain in set(h.plain_dirs_under_cgroup_root()) - plain_before:
+        try:
+            plain.rmdir()
+        except OSError:
+            pass
     # capsa's default parent cgroup (/capsa) and runtime root (/run/capsa, where
     # podman's calls put state) outlive the containers by design, as runc's do;
     # what this session made, it removes when empty.

@@ -74,6 +74,10 @@ def cgroup_dirs(rel: str) -> list[Path]:
 def remove_cgroup_everywhere(rel: str) -> None:
     for d in cgroup_dirs(rel):
         h.remove_cgroup_tree(d)
+    # podman's cgroupfs manager also mkdirs the path for v1 controllers this
+    # host does not mount (hugetlb, net_cls...): plain dirs on the tmpfs.
+    for d in h.plain_dirs_under_cgroup_root():
+        shutil.rmtree(d / rel.strip("/"), ignore_errors=True)
 
 
 def require_runtime_command(runtime: str, command: str) -> None:

@@ -365,6 +365,16 @@ def v1_controllers() -> list[Path]:
     return found
 
 
+def plain_dirs_under_cgroup_root() -> list[Path]:
+    """Dirs in /sys/fs/cgroup that are no hierarchy, only dirs of its tmpfs
+    (a tool's mkdir for a controller this host does not mount)."""
+    try:
+        dev = CGROUP_ROOT.stat().st_dev
+        return [d for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink() and d.stat().st_dev == dev]
+    except OSError:
+        return []
+
+
 def host_mount_of(path) -> tuple[str, str, str]:
     """(mount point, root within the filesystem, fstype) of the host mount
     that holds path."""
