@@ -127,7 +127,7 @@ fn run(
 #[pyfunction(name = "state")]
 fn state_json(py: Python<'_>, root: PathBuf, id: String) -> PyResult<String> {
     let (st, status) = py.detach(|| container::state(&root, &id)).or_raise()?;
-    Ok(st.to_json(status).to_string())
+    Ok(st.oci_state(status).to_string())
 }
 
 /// Wait for our child `pid`: passing signals on to it (the CLI), or
@@ -155,8 +155,7 @@ fn wait_running_python_handlers(pid: i32, interrupted: &mut Option<PyErr>) -> er
 #[pyfunction]
 fn list(py: Python<'_>, root: PathBuf) -> PyResult<String> {
     let all = py.detach(|| container::list(&root)).or_raise()?;
-    let items: Vec<serde_json::Value> = all.iter().map(|(st, status)| st.to_json(*status)).collect();
-    Ok(serde_json::Value::Array(items).to_string())
+    Ok(capsa_core::state::list_json(&all))
 }
 
 /// Send a signal (name or number) to a container's init, or with all=True to every process in it.

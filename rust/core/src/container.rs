@@ -146,12 +146,12 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
                 s.creating = e == spawn::Event::Cloned(pid);
                 s.save(root)?;
                 if let Some(files) = &hook_files {
-                    files.fill(&s.to_json(Status::Creating).to_string(), &s.to_json(Status::Created).to_string())?;
+                    files.fill(&s.oci_state(Status::Creating).to_string(), &s.oci_state(Status::Created).to_string())?;
                 }
                 Ok(())
             }
             spawn::Event::RuntimeHooks(_) => {
-                let json = st.borrow().to_json(Status::Creating).to_string();
+                let json = st.borrow().oci_state(Status::Creating).to_string();
                 hooks::run(spec.hooks().as_ref(), hooks::Kind::Prestart, &json)?;
                 hooks::run(spec.hooks().as_ref(), hooks::Kind::CreateRuntime, &json)
             }
@@ -311,7 +311,7 @@ pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach
 fn poststart(st: &State, root: &Path) {
     if let Ok(spec) = load_spec(&st.bundle) {
         if spec.hooks().is_some() {
-            hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststart, &st.to_json(st.status(root)).to_string());
+            hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststart, &st.oci_state(st.status(root)).to_string());
         }
     }
 }
@@ -446,7 +446,7 @@ fn remove(root: &Path, st: &State) -> Result<()> {
     if !st.creating && st.hooks {
         if let Ok(spec) = load_spec(&st.bundle) {
             if spec.hooks().is_some() {
-                hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststop, &st.to_json(Status::Stopped).to_string());
+                hooks::run_warning(spec.hooks().as_ref(), hooks::Kind::Poststop, &st.oci_state(Status::Stopped).to_string());
             }
         }
     }

@@ -17,7 +17,6 @@ use oci_spec::runtime::Process;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 /// The namespaces a process can join, user first and mount last: setns into
@@ -196,22 +195,14 @@ pub fn exec(root: &Path, id: &str, to_run: &ToRun, opts: &ExecOptions) -> Result
     }
     let join_raw: Vec<(i32, RawFd, &'static CStr)> = join.iter().map(|(t, fd, n)| (*t, fd.as_raw_fd(), *n)).collect();
 
-    let mut relay_end: Option<UnixStream> = None;
-    let console = match (plan.terminal, &opts.console_socket) {
-        (false, _) => None,
-        (true, Some(path)) => {
-            let stream = crate::tty::connect_console(path)?;
-            Some(OwnedFd::from(stream))
-        }
-        (true, None) if opts.relay_terminal => {
-            // The pty starts at our terminal's size, before the process can ask.
-            plan.console_size = crate::tty::window_size().or(plan.console_size);
-            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
-            relay_end = Some(ours);
-            Some(OwnedFd::from(theirs))
-        }
-        (true, None) => return Err(Error::msg("process.terminal is true: a --console-socket is required")),
+    let (console, relay_end) = match plan.terminal {
+        true => crate::tty::console(opts.console_socket.as_deref(), opts.relay_terminal).map(|(c, r)| (Some(c), r))?,
+        false => (None, None),
     };
+    if relay_end.is_some() {
+        // The pty starts at our terminal's size, before the process can ask.
+        plan.console_size = crate::tty::window_size().or(plan.console_size);
+    }
 
     let argv: Vec<*const libc::c_char> = plan.args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();

@@ -105,16 +105,9 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     join.sort_by_key(|(t, _)| *t != libc::CLONE_NEWUSER);
     let join_raw: Vec<(i32, RawFd)> = join.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
 
-    let mut relay_end: Option<UnixStream> = None;
-    let console = match (plan.process.terminal, opts.console_socket) {
-        (false, _) => None,
-        (true, Some(path)) => Some(OwnedFd::from(crate::tty::connect_console(path)?)),
-        (true, None) if opts.relay_terminal => {
-            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
-            relay_end = Some(ours);
-            Some(OwnedFd::from(theirs))
-        }
-        (true, None) => return Err(Error::msg("process.terminal is true: a --console-socket is required (cannot allocate a tty for a detached container without one)")),
+    let (console, relay_end) = match plan.process.terminal {
+        true => crate::tty::console(opts.console_socket, opts.relay_terminal).map(|(c, r)| (Some(c), r))?,
+        false => (None, None),
     };
 
     // The init reopens the fifo through its own /proc once set up; a host
@@ -135,13 +128,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
     };
 
     // In a user namespace a bind source may be out of the namespace root's
-    // reach: the host's root opens it here and the child mounts it by fd (as runc).
+    // reach: the host's root copies its tree here and the child attaches it.
     let mut bind_fds: Vec<Option<OwnedFd>> = Vec::new();
     if plan.userns() {
+        let mut trees = 0;
         for m in &plan.mounts {
-            let wanted = m.bind && m.flags & libc::MS_REMOUNT == 0 && bind_fds.iter().flatten().count() < crate::child::isolation::MAX_BIND_SOURCES;
-            let source = Path::new(std::ffi::OsStr::from_bytes(m.source.to_bytes()));
-            bind_fds.push(if wanted { Some(clone_tree(source, m.flags & libc::MS_REC != 0)?) } else { None });
+            let wanted = m.bind && m.flags & libc::MS_REMOUNT == 0 && trees < crate::child::isolation::MAX_BIND_SOURCES;
+            trees += wanted as usize;
+            bind_fds.push(if wanted { Some(clone_tree(&m.source, m.flags & libc::MS_REC != 0)?) } else { None });
         }
     }
     let bind_raw: Vec<RawFd> = bind_fds.iter().map(|f| f.as_ref().map_or(-1, |fd| fd.as_raw_fd())).collect();
@@ -251,7 +245,8 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
         }
     };
     let event = |e: Event| opts.events.map_or(Ok(()), |f| f(e));
-    let finish = || -> Result<()> {
+    // Once the init is set up: the pty master it sent, with relay_terminal.
+    let finish = || -> Result<Option<OwnedFd>> {
         event(Event::Cloned(pid))?;
         if let Some(map) = &plan.uid_map {
             write_proc(pid, "uid_map", map)?;
@@ -278,21 +273,16 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
                     crate::seccomp::agent::forward(&parent_sock, plan.process.seccomp.as_ref(), pid, None)?;
                     continue;
                 }
-                heard => return ready(heard),
+                heard => {
+                    ready(heard)?;
+                    crate::debug::log(|| format!("init: closing the pipe to signal completion (pid {pid} waits to be started)"));
+                    return relay_end.as_ref().map(crate::tty::receive_master).transpose();
+                }
             }
         }
     };
     match finish() {
-        Ok(()) => match relay_end.as_ref().map(crate::tty::receive_master).transpose().inspect(|_| {
-            crate::debug::log(|| format!("init: closing the pipe to signal completion (pid {pid} waits to be started)"))
-        }) {
-            Ok(terminal) => Ok(Spawned { pid, sync: parent_sock, started: false, terminal }),
-            Err(e) => {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                reap(pid);
-                Err(e)
-            }
-        },
+        Ok(terminal) => Ok(Spawned { pid, sync: parent_sock, started: false, terminal }),
         Err(e) => {
             // Once reaped, the pid may already belong to someone else.
             if !reaped.get() {
@@ -307,14 +297,14 @@ pub fn spawn(plan: &Plan, cgroup: &Cgroup, opts: &Options<'_>) -> Result<Spawned
 /// A detached copy of the mount tree at `source` (open_tree OPEN_TREE_CLONE),
 /// for the child to attach with move_mount: a bind source by fd that works
 /// across mount namespaces.
-fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd> {
+fn clone_tree(source: &std::ffi::CStr, recursive: bool) -> Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let c = crate::mounts::cstring(&source.to_string_lossy());
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
     // SAFETY: open_tree reads the NUL-terminated path and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
     if fd < 0 {
-        return Err(Error::sys("open_tree (clone) bind mount source", source, nix::errno::Errno::last()));
+        let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(source.to_bytes()));
+        return Err(Error::sys("open_tree (clone) bind mount source", path, nix::errno::Errno::last()));
     }
     // SAFETY: a new fd that nothing else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })

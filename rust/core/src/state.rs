@@ -131,12 +131,7 @@ impl State {
         }
     }
 
-    /// The runtime-spec state, plus runc's rootfs, created and owner.
-    pub fn to_json(&self, status: Status) -> serde_json::Value {
-        serde_json::to_value(self.oci_state(status)).unwrap_or_default()
-    }
-
-    /// The state as runc's `state` and `list --format json` print it, with
+    /// The runtime-spec state, plus runc's rootfs, created and owner, as runc's `state` and `list --format json` print it, with
     /// its keys in runc's order (a `serde_json::Value` would sort them):
     /// `serde_json::to_string(&st.oci_state(status))`.
     pub fn oci_state(&self, status: Status) -> OciState<'_> {

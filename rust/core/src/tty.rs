@@ -23,6 +23,20 @@ pub fn connect_console(path: &std::path::Path) -> Result<UnixStream> {
     }
 }
 
+/// Where a process's pty master goes: the end the child sends it over (a
+/// --console-socket, or one end of a pair when we relay the terminal
+/// ourselves, as runc does in the foreground) and, then, our end.
+pub fn console(socket: Option<&std::path::Path>, relay: bool) -> Result<(OwnedFd, Option<UnixStream>)> {
+    match socket {
+        Some(path) => Ok((OwnedFd::from(connect_console(path)?), None)),
+        None if relay => {
+            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
+            Ok((OwnedFd::from(theirs), Some(ours)))
+        }
+        None => Err(Error::msg("process.terminal is true: a --console-socket is required (cannot allocate a tty for a detached process without one)")),
+    }
+}
+
 /// The pty master the process's setup sent over the console socket pair.
 pub fn receive_master(sock: &UnixStream) -> Result<OwnedFd> {
     let mut buf = [0u8; 64];

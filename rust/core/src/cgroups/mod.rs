@@ -286,22 +286,14 @@ impl Cgroup {
     }
 
     /// The pids in the cgroup now, those in sub-cgroups the container made
-    /// included (runc's GetAllPids), from every hierarchy, each once.
+    /// included (runc's GetAllPids). One hierarchy tells: every process is
+    /// in every hierarchy, and one moved into a sub-cgroup of another is
+    /// still in this leaf or below it.
     pub fn pids(&self) -> Vec<i32> {
-        let mut pids = Vec::new();
-        for (i, dir) in self.dirs.iter().enumerate() {
-            let subs = descendants(dir);
-            // v1 hierarchies hold the same processes but in sub-cgroups made in one only.
-            if i > 0 && subs.is_empty() {
-                continue;
-            }
-            for d in std::iter::once(dir).chain(subs.iter()) {
-                for pid in procs_of(d) {
-                    if !pids.contains(&pid) {
-                        pids.push(pid);
-                    }
-                }
-            }
+        let Some(dir) = self.dirs.first() else { return Vec::new() };
+        let mut pids = procs_of(dir);
+        for sub in descendants(dir) {
+            pids.extend(procs_of(&sub).into_iter().filter(|p| !pids.contains(p)).collect::<Vec<_>>());
         }
         pids
     }
@@ -309,23 +301,23 @@ impl Cgroup {
     /// Remove the leaves create made (and the parents that state files of
     /// earlier versions list). Directories still in use (EBUSY, ENOTEMPTY)
     /// are left: they belong to someone else too.
-    /// Sub-cgroups made inside the container (it may own its cgroup
-    /// namespace) go first, deepest first, their processes killed, as runc's
-    /// RemovePaths does: a cgroup with children cannot be removed (EBUSY).
+    /// A leaf with sub-cgroups made inside the container (it may own its
+    /// cgroup namespace) refuses with EBUSY: then those go, deepest first,
+    /// their processes killed, as runc's RemovePaths does.
     pub fn remove(&self) -> Vec<(PathBuf, std::io::Error)> {
         let mut failed = Vec::new();
-        let created_leaves = self.created.iter().filter(|d| self.dirs.contains(d));
-        for sub in created_leaves.flat_map(|d| descendants(d)) {
-            remove_sub(&sub);
-        }
         for dir in self.created.iter().rev() {
             let mut tries = 0;
             loop {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    // A just-killed task may still be leaving the cgroup.
+                    // A just-killed task may still be leaving the cgroup, or
+                    // the leaf has sub-cgroups (walked only then: most have none).
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 && self.dirs.contains(dir) => {
+                        if tries == 0 {
+                            descendants(dir).iter().for_each(|sub| remove_sub(sub));
+                        }
                         tries += 1;
                         std::thread::sleep(std::time::Duration::from_millis(2));
                     }

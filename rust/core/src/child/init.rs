@@ -3,7 +3,7 @@
 //! (process.rs) and the wait for start.
 
 use super::failure::{Failure, StackText};
-use super::mount::{create_target, make_dirs, remount};
+use super::mount::{create_target, remount};
 use super::process;
 use super::report;
 use super::sys;
@@ -269,7 +269,7 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
     }
     sys::chdir(c"/").map_err(|e| Failure::bare("chdir to /", e))?;
     // A cwd the image lacks is made here, inside the container's root, before it may become read-only.
-    make_dirs(&plan.process.cwd).map_err(|e| Failure::new("create cwd", &plan.process.cwd, e))?;
+    create_target(&plan.process.cwd, false).map_err(|e| Failure::new("create cwd", &plan.process.cwd, e))?;
     if plan.rootfs_propagation != 0 {
         sys::mount(None, c"/", None, plan.rootfs_propagation, None).map_err(|e| Failure::new("set rootfsPropagation on", c"/", e))?;
     }

@@ -171,21 +171,3 @@ pub fn create_target(path: &CStr, is_file: bool) -> SysResult {
     }
     Ok(())
 }
-
-/// mkdir -p of an absolute, clean path (0755, the namespace's root's),
-/// resolved in this process's root: each prefix in a stack buffer.
-pub fn make_dirs(path: &CStr) -> SysResult {
-    let bytes = path.to_bytes();
-    let mut buf = [0u8; 4096];
-    if bytes.len() >= buf.len() {
-        return Err(libc::ENAMETOOLONG);
-    }
-    buf[..bytes.len()].copy_from_slice(bytes);
-    for end in (1..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'/') {
-        match with_prefix(&mut buf, end, |p| sys::mkdir(p, 0o755)) {
-            Ok(()) | Err(libc::EEXIST) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}

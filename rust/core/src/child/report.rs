@@ -55,7 +55,7 @@ pub fn failure(fd: RawFd, f: &Failure<'_>) {
 }
 
 /// The seccomp filter's user-notification fd (SCMP_ACT_NOTIFY), for the
-/// runtime to pass on to the seccomp agent (seccomp_agent.rs): the kind
+/// runtime to pass on to the seccomp agent (seccomp/agent.rs): the kind
 /// byte, then a message of one byte that carries the fd.
 pub fn listener(fd: RawFd, listener: RawFd) -> bool {
     send(fd, crate::seccomp::agent::LISTENER) && send_fd(fd, listener, b"L").is_ok()

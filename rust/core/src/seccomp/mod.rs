@@ -3,9 +3,7 @@
 //! container's init with one raw seccomp(2) call, which needs no heap.
 
 /// The runtime's side of user notification (SCMP_ACT_NOTIFY): the listener
-/// fd from the child to the seccomp agent. Declared here, its file beside
-/// this one, so that lib.rs need not change: `crate::seccomp::agent`.
-#[path = "seccomp_agent.rs"]
+/// fd from the child to the seccomp agent.
 pub mod agent;
 
 use crate::error::{Error, Result};
@@ -29,7 +27,7 @@ pub struct Filter {
     pub program: Vec<libc::sock_filter>,
     pub flags: u32,
     /// SCMP_ACT_NOTIFY is used: the seccomp agent the listener fd goes to
-    /// (seccomp_agent.rs). The flags then carry NEW_LISTENER.
+    /// (agent.rs). The flags then carry NEW_LISTENER.
     pub listener: Option<Listener>,
 }
 
