@@ -486,6 +486,16 @@ cg_candidates() {
 		gawk -F/ -v re="$CG_RE" '$NF ~ re'
 }
 CG_BEFORE=$(cg_candidates)
+# The suite (and runtimes) mkdir paths for controllers this host does not
+# mount (hugetlb, net_cls, perf_event...): plain dirs on /sys/fs/cgroup's tmpfs.
+plain_cgroup_dirs() {
+	local d
+	for d in /sys/fs/cgroup/*/; do
+		d=${d%/}
+		[ -L "$d" ] || mountpoint -q "$d" || echo "$d"
+	done
+}
+PLAIN_BEFORE=$(plain_cgroup_dirs)
 cleanup_cgroups() {
 	local d sub pid
 	while read -r d; do
@@ -502,6 +512,9 @@ cleanup_cgroups() {
 		fi
 		find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
 	done < <(cg_candidates)
+	while read -r d; do
+		[ -n "$d" ] && ! grep -qxF "$d" <<<"$PLAIN_BEFORE" && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+	done < <(plain_cgroup_dirs)
 }
 cleanup_cgroups
 
