@@ -79,7 +79,16 @@ fn create(
     overlay: Option<OverlayArg>,
     spare_namespaces: bool,
 ) -> PyResult<i32> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), spare_namespaces, ..Default::default() };
+    let opts = CreateOptions {
+        console_socket,
+        pid_file,
+        no_pivot,
+        preserve_fds,
+        systemd_cgroup,
+        rootfs_overlay: overlay.map(to_overlay),
+        spare_namespaces,
+        ..Default::default()
+    };
     Ok(py.detach(|| container::create(&root, &id, &bundle, &opts)).or_raise()?.pid)
 }
 
@@ -112,11 +121,18 @@ fn run(
     overlay: Option<OverlayArg>,
     spare_namespaces: bool,
 ) -> PyResult<Option<i32>> {
-    let opts = CreateOptions { console_socket, pid_file, no_pivot, preserve_fds, systemd_cgroup, rootfs_overlay: overlay.map(to_overlay), spare_namespaces, ..Default::default() };
+    let opts = CreateOptions {
+        console_socket,
+        pid_file,
+        no_pivot,
+        preserve_fds,
+        systemd_cgroup,
+        rootfs_overlay: overlay.map(to_overlay),
+        spare_namespaces,
+        ..Default::default()
+    };
     let mut interrupted: Option<PyErr> = None;
-    let result = py.detach(|| {
-        container::run(&root, &id, &bundle, opts, detach, |pid| wait_for(pid, forward_signals, &mut interrupted))
-    });
+    let result = py.detach(|| container::run(&root, &id, &bundle, opts, detach, |pid| wait_for(pid, forward_signals, &mut interrupted)));
     if let Some(e) = interrupted {
         return Err(e);
     }
@@ -220,7 +236,8 @@ fn exec(
     detach: bool,
     forward_signals: bool,
 ) -> PyResult<i32> {
-    let opts = ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach, ignore_paused: false, sub_cgroups: Vec::new() };
+    let opts =
+        ExecOptions { console_socket, pid_file, preserve_fds, relay_terminal: !detach, ignore_paused: false, sub_cgroups: Vec::new() };
     let mut interrupted: Option<PyErr> = None;
     let result = py.detach(|| -> error::Result<i32> {
         let overrides = Overrides { args, env, cwd, user, additional_gids, caps, no_new_privs, tty };
@@ -278,7 +295,8 @@ fn read_image_file(py: Python<'_>, layers: Vec<PathBuf>, path: PathBuf, limit: u
     let top_first: Vec<&std::path::Path> = layers.iter().rev().map(PathBuf::as_path).collect();
     let Some(top) = top_first.first().copied() else { return Ok(None) };
     py.detach(|| {
-        let mut r = capsa_core::rootpath::RootResolver::layered(top, &top_first).map_err(|e| error::Error::sys("open image layers at", top, e))?;
+        let mut r =
+            capsa_core::rootpath::RootResolver::layered(top, &top_first).map_err(|e| error::Error::sys("open image layers at", top, e))?;
         r.read_file(&path, limit).map_err(|e| error::Error::sys("read image file", &path, e))
     })
     .or_raise()
@@ -294,7 +312,12 @@ fn parse_signal(signal: &Bound<'_, PyAny>) -> PyResult<i32> {
 
 /// An exception class under `capsa.errors.CapsaError` (the CLI prints its
 /// one line), made once into `cell`.
-fn capsa_error_type<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &'static std::ffi::CStr, doc: &'static std::ffi::CStr) -> PyResult<&'py Bound<'py, PyType>> {
+fn capsa_error_type<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &'static std::ffi::CStr,
+    doc: &'static std::ffi::CStr,
+) -> PyResult<&'py Bound<'py, PyType>> {
     let ty = cell.get_or_try_init(py, || -> PyResult<Py<PyType>> {
         let base = py.import("capsa.errors")?.getattr("CapsaError")?.cast_into::<PyType>()?;
         PyErr::new_type(py, name, Some(doc), Some(&base), None)
@@ -389,7 +412,11 @@ fn borrowed_fd(fd: i32) -> PyResult<std::os::fd::BorrowedFd<'static>> {
 }
 
 fn copy_policy(to_container: bool, uid: u32, gid: u32) -> capsa_core::copy::Policy {
-    if to_container { capsa_core::copy::Policy::Container { uid, gid } } else { capsa_core::copy::Policy::Host }
+    if to_container {
+        capsa_core::copy::Policy::Container { uid, gid }
+    } else {
+        capsa_core::copy::Policy::Host
+    }
 }
 
 /// The root of a running (or paused) container, opened through its init

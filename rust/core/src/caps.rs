@@ -72,9 +72,7 @@ pub fn mask<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<u64> {
 /// The highest capability this kernel knows (from /proc), so we never try to drop beyond it.
 pub fn last_cap() -> u32 {
     static LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *LAST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
-    })
+    *LAST.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! delete (and run = all of them), over the state kept under a root dir.
 
 use crate::cgroups::{self, Cgroup};
-use crate::hooks;
 use crate::error::{Error, Result};
+use crate::hooks;
 use crate::plan::Plan;
 use crate::spawn::{self, Spawned};
 use crate::state::{self, State, Status, EXEC_FIFO};
@@ -160,7 +160,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
 
     let fifo = dir.join(EXEC_FIFO);
     if !opts.start_in_process {
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| Error::sys("create exec fifo", &fifo, e))?;
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .map_err(|e| Error::sys("create exec fifo", &fifo, e))?;
         // mkfifo obeys the umask; any container user must be able to open it for writing.
         std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(|e| Error::io("chmod", &fifo, e))?;
     }
@@ -203,14 +204,7 @@ pub fn create(root: &Path, id: &str, bundle: &Path, opts: &CreateOptions) -> Res
     }
     let mut spawned = spawned;
     let terminal = spawned.terminal.take();
-    Ok(Created {
-        pid,
-        terminal,
-        init: opts.start_in_process.then_some(spawned),
-        hooks: spec.hooks().is_some(),
-        spare_kinds,
-        state: st,
-    })
+    Ok(Created { pid, terminal, init: opts.start_in_process.then_some(spawned), hooks: spec.hooks().is_some(), spare_kinds, state: st })
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
@@ -279,7 +273,14 @@ pub fn start_in_process(root: &Path, id: &str, created: &Created) -> Result<()> 
 
 /// create + start in this process; unless detached, `wait` for the init
 /// (given its pid), then delete the container. The exit code, or None when detached.
-pub fn run(root: &Path, id: &str, bundle: &Path, mut opts: CreateOptions, detach: bool, wait: impl FnOnce(i32) -> Result<i32>) -> Result<Option<i32>> {
+pub fn run(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    mut opts: CreateOptions,
+    detach: bool,
+    wait: impl FnOnce(i32) -> Result<i32>,
+) -> Result<Option<i32>> {
     opts.start_in_process = true;
     opts.start_at_once = true;
     // In the foreground a terminal without a console socket is ours to relay, as runc does.
@@ -315,7 +316,6 @@ fn poststart(st: &State, root: &Path) {
         }
     }
 }
-
 
 pub fn state(root: &Path, id: &str) -> Result<(State, Status)> {
     let st = State::load(root, id)?;
@@ -365,9 +365,7 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     if let Some(rt) = name.strip_prefix("SIGRTMAX-").and_then(|n| n.parse::<i32>().ok()) {
         return Ok(libc::SIGRTMAX() - rt);
     }
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| Error::msg(format!("unknown signal {s:?}")))
+    name.parse::<nix::sys::signal::Signal>().map(|sig| sig as i32).map_err(|_| Error::msg(format!("unknown signal {s:?}")))
 }
 
 pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
@@ -508,7 +506,6 @@ pub fn wait_pid(pid: i32, mut interrupted: impl FnMut() -> Result<()>) -> Result
 }
 
 pub use crate::forward::wait_forwarding_signals;
-
 
 #[cfg(test)]
 mod tests {

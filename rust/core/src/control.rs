@@ -1,9 +1,9 @@
 //! What can be done to a running container through its cgroup: pause and
 //! resume (the freezer), update (new limits), and a stats sample.
 
+use crate::cgroups::Cgroup;
 use crate::error::{Error, Result};
 use crate::state::{State, Status};
-use crate::cgroups::Cgroup;
 use oci_spec::runtime::LinuxResources;
 use serde::Serialize;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -192,7 +192,11 @@ impl OomWatch {
             let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::msg("path with a NUL byte"))?;
             // SAFETY: c is a valid NUL-terminated path for the duration of the call.
             let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
-            if wd < 0 { Err(last_os_error("inotify watch", &path)) } else { Ok(wd) }
+            if wd < 0 {
+                Err(last_os_error("inotify watch", &path))
+            } else {
+                Ok(wd)
+            }
         };
         let events_wd = add("memory.events")?;
         let cgroup_wd = add("cgroup.events")?;
@@ -250,7 +254,8 @@ impl OomWatch {
             }
         }
         if cgroup || !self.dir.exists() {
-            let populated = std::fs::read_to_string(self.dir.join("cgroup.events")).ok().is_some_and(|t| t.lines().any(|l| l == "populated 1"));
+            let populated =
+                std::fs::read_to_string(self.dir.join("cgroup.events")).ok().is_some_and(|t| t.lines().any(|l| l == "populated 1"));
             if !populated {
                 return Ok(Wake::Gone);
             }

@@ -5,9 +5,9 @@
 //! namespaces (user first, mount last), takes the init's root, and then runs
 //! the same process setup as a container's init (child/process.rs).
 
+use crate::child::exec as child_exec;
 use crate::container::load_spec;
 use crate::error::{Error, Result};
-use crate::child::exec as child_exec;
 use crate::plan::process_plan;
 use crate::spawn::{self, open_path};
 use crate::state::{State, Status};
@@ -133,7 +133,11 @@ pub fn apply_overrides(base: &Process, o: &Overrides) -> Result<Process> {
         p["user"]["additionalGids"] = gids.into();
     }
     for cap in &o.caps {
-        let name = if cap.to_ascii_uppercase().starts_with("CAP_") { cap.to_ascii_uppercase() } else { format!("CAP_{}", cap.to_ascii_uppercase()) };
+        let name = if cap.to_ascii_uppercase().starts_with("CAP_") {
+            cap.to_ascii_uppercase()
+        } else {
+            format!("CAP_{}", cap.to_ascii_uppercase())
+        };
         for set in ["bounding", "effective", "permitted"] {
             let caps = &mut p["capabilities"][set];
             if !caps.is_array() {

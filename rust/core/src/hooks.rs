@@ -69,7 +69,11 @@ pub fn validate(hooks: Option<&Hooks>) -> Result<()> {
             }
             if let Some(t) = h.timeout() {
                 if t <= 0 {
-                    return Err(Error::msg(format!("{} hook {}: timeout must be greater than zero, not {t}", kind.name(), h.path().display())));
+                    return Err(Error::msg(format!(
+                        "{} hook {}: timeout must be greater than zero, not {t}",
+                        kind.name(),
+                        h.path().display()
+                    )));
                 }
             }
         }
@@ -266,4 +270,3 @@ pub const START_CONTAINER: InitKind = InitKind {
     failed: "startContainer: error running hook",
     timed_out: "startContainer hook timed out and was killed:",
 };
-

@@ -3,12 +3,12 @@
 //! the container monitor share one implementation.
 
 pub mod caps;
-pub mod child;
 pub mod cgroups;
+pub mod child;
 pub mod container;
 pub mod control;
-pub mod debug;
 pub mod copy;
+pub mod debug;
 pub mod error;
 pub mod exec;
 pub mod forward;

@@ -94,7 +94,10 @@ impl Overlay {
         let names: Vec<String> = (0..self.lower.len()).rev().map(|i| i.to_string()).collect();
         let data = format!("lowerdir={}{tail}", names.join(":"));
         if data.len() > MAX_DATA {
-            return Err(Error::msg(format!("overlay mount options are {} bytes, more than a page: shorten the container dir path", data.len())));
+            return Err(Error::msg(format!(
+                "overlay mount options are {} bytes, more than a page: shorten the container dir path",
+                data.len()
+            )));
         }
         let base = checked_text(&std::path::absolute(links_dir).map_err(|e| Error::io("resolve", links_dir, e))?, "links dir")?;
         Ok(OverlayPlan { base: cstring(&base), data: cstring(&data) })

@@ -199,7 +199,10 @@ impl Plan {
                 let on = rootfs_path.join(lexically_clean(dest).strip_prefix("/").unwrap_or(Path::new("")));
                 if let Ok(meta) = std::fs::symlink_metadata(&on) {
                     if !meta.is_dir() {
-                        return Err(Error::msg(format!("filesystem \"{fstype}\" must be mounted on ordinary directory: {} is not one", dest.display())));
+                        return Err(Error::msg(format!(
+                            "filesystem \"{fstype}\" must be mounted on ordinary directory: {} is not one",
+                            dest.display()
+                        )));
                     }
                 }
             }
@@ -232,7 +235,8 @@ impl Plan {
         let mut devices = Vec::new();
         let mut dev_links = Vec::new();
         if dev_is_tmpfs {
-            for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+            for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+            {
                 let dest = format!("/dev/{name}");
                 devices.push(DeviceOp {
                     target: inside(Path::new(&dest))?,
@@ -244,7 +248,13 @@ impl Plan {
                     gid: 0,
                 });
             }
-            for (link, to) in [("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"), ("/dev/stdout", "/proc/self/fd/1"), ("/dev/stderr", "/proc/self/fd/2"), ("/dev/ptmx", "pts/ptmx")] {
+            for (link, to) in [
+                ("/dev/fd", "/proc/self/fd"),
+                ("/dev/stdin", "/proc/self/fd/0"),
+                ("/dev/stdout", "/proc/self/fd/1"),
+                ("/dev/stderr", "/proc/self/fd/2"),
+                ("/dev/ptmx", "pts/ptmx"),
+            ] {
                 dev_links.push((inside(Path::new(link))?, cstring(to)));
             }
         }
@@ -253,7 +263,9 @@ impl Plan {
                 LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
                 LinuxDeviceType::B => libc::S_IFBLK,
                 LinuxDeviceType::P => libc::S_IFIFO,
-                LinuxDeviceType::A => return Err(Error::msg(format!("device {} has type a, which is only for cgroup rules", d.path().display()))),
+                LinuxDeviceType::A => {
+                    return Err(Error::msg(format!("device {} has type a, which is only for cgroup rules", d.path().display())))
+                }
             };
             let dest = d.path().to_string_lossy().into_owned();
             devices.retain(|x| x.destination.to_bytes() != dest.as_bytes());
@@ -357,7 +369,13 @@ impl Plan {
                     let Some(name) = rel.components().next() else { continue };
                     let name = name.as_os_str().to_string_lossy();
                     let bind = Options { flags: libc::MS_BIND | base | ro, ..Default::default() };
-                    ops.push(MountOp::new(&dir.to_string_lossy(), cstring(&format!("{target}/{name}")), &format!("{dest}/{name}"), "bind", &bind));
+                    ops.push(MountOp::new(
+                        &dir.to_string_lossy(),
+                        cstring(&format!("{target}/{name}")),
+                        &format!("{dest}/{name}"),
+                        "bind",
+                        &bind,
+                    ));
                 }
                 if ro != 0 {
                     let remount = Options { flags: libc::MS_REMOUNT | base | ro, data: "mode=755".into(), ..Default::default() };
@@ -440,7 +458,11 @@ pub fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         None => None,
         Some(c) => {
             let set = |s: &Option<oci_spec::runtime::Capabilities>| -> Result<u64> {
-                let names: Vec<String> = s.iter().flatten().map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).collect();
+                let names: Vec<String> = s
+                    .iter()
+                    .flatten()
+                    .map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+                    .collect();
                 caps::mask(names.iter().map(String::as_str))
             };
             Some(CapSets {
@@ -499,10 +521,7 @@ pub fn exec_candidates(arg0: &str, path: &str) -> Vec<String> {
     if arg0.contains('/') {
         return vec![arg0.to_string()];
     }
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| format!("{}/{arg0}", d.trim_end_matches('/')))
-        .collect()
+    path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{arg0}", d.trim_end_matches('/'))).collect()
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> u32 {

@@ -22,9 +22,13 @@ enum Entry {
     Link(PathBuf),
     /// A directory whose contents show the layers above `merged`
     /// (overlayfs stops at an opaque dir or a non-directory).
-    Dir { merged: usize },
+    Dir {
+        merged: usize,
+    },
     /// Anything else, in `layers[layer]`.
-    Other { layer: usize },
+    Other {
+        layer: usize,
+    },
 }
 
 /// Resolves paths inside one root, remembering what each lstat found: a
@@ -178,14 +182,21 @@ impl RootResolver {
             return false;
         }
         use std::os::fd::AsFd;
-        let Ok(fd) = crate::layers::root::openat2(self.layers[layer].as_fd(), rel, OFlag::O_PATH | OFlag::O_NOFOLLOW, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS) else {
+        let Ok(fd) = crate::layers::root::openat2(
+            self.layers[layer].as_fd(),
+            rel,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW,
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+        ) else {
             return false;
         };
         use std::os::fd::AsRawFd;
         let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
         let mut value = [0u8; 2];
         // SAFETY: getxattr reads at most value.len() bytes into value; both strings are NUL-terminated.
-        let n = unsafe { libc::getxattr(path.as_ptr(), c"trusted.overlay.opaque".as_ptr(), value.as_mut_ptr() as *mut libc::c_void, value.len()) };
+        let n = unsafe {
+            libc::getxattr(path.as_ptr(), c"trusted.overlay.opaque".as_ptr(), value.as_mut_ptr() as *mut libc::c_void, value.len())
+        };
         n == 1 && value[0] == b'y'
     }
 }

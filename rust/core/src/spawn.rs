@@ -3,9 +3,9 @@
 //! its id maps, and wait on the sync socket until it is set up or failed.
 
 use crate::cgroups::Cgroup;
-use crate::error::{Error, Result};
 use crate::child::init::{self, Context};
 use crate::child::sys::CloneArgs;
+use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::sync::{self, Heard};
 use nix::fcntl::{open, OFlag};
@@ -311,7 +311,14 @@ fn clone_tree(source: &std::ffi::CStr, recursive: bool) -> Result<OwnedFd> {
 }
 
 /// The parent's side of clone_vm: by now the child has exec'd or failed.
-fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_exec: bool, relay_end: Option<UnixStream>, opts: &Options<'_>) -> Result<Spawned> {
+fn started_at_once(
+    pid: i32,
+    start: Option<u64>,
+    parent_sock: OwnedFd,
+    reached_exec: bool,
+    relay_end: Option<UnixStream>,
+    opts: &Options<'_>,
+) -> Result<Spawned> {
     let heard = sync::hear(&parent_sock);
     if matches!(heard, Ok(Heard::Closed)) && !reached_exec {
         // Closed without a word, before the execve: it died during setup.
@@ -353,8 +360,8 @@ fn started_at_once(pid: i32, start: Option<u64>, parent_sock: OwnedFd, reached_e
 /// our memory as if it were this thread. It touches no heap (see init.rs).
 mod clone_vm {
     use super::{CloneArgs, CLONE_INTO_CGROUP};
-    use crate::error::{Error, Result};
     use crate::child::init::{self, Context};
+    use crate::error::{Error, Result};
     use std::os::fd::{AsRawFd, OwnedFd};
 
     pub const SUPPORTED: bool = cfg!(target_arch = "x86_64");
@@ -416,10 +423,19 @@ mod clone_vm {
                 return Ok(Stack(addr as *mut libc::c_void));
             }
             unsafe {
-                let stack = libc::mmap(std::ptr::null_mut(), STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE,
-                                       libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0);
+                let stack = libc::mmap(
+                    std::ptr::null_mut(),
+                    STACK_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                    -1,
+                    0,
+                );
                 if stack == libc::MAP_FAILED {
-                    return Err(Error::msg(format!("mmap a stack for the container init: {}", crate::error::errno_text(nix::errno::Errno::last()))));
+                    return Err(Error::msg(format!(
+                        "mmap a stack for the container init: {}",
+                        crate::error::errno_text(nix::errno::Errno::last())
+                    )));
                 }
                 // A guard page: an overflow faults instead of writing into our memory.
                 libc::mprotect(stack, 4096, libc::PROT_NONE);
@@ -473,7 +489,11 @@ mod clone_vm {
 
 /// clone3 returns the pid; a negative value marks "cloned without CLONE_INTO_CGROUP".
 pub(crate) fn pid_and_attached(raw: i64, wanted_into_cgroup: bool) -> (i32, bool) {
-    if raw < 0 { ((-raw) as i32, false) } else { (raw as i32, wanted_into_cgroup) }
+    if raw < 0 {
+        ((-raw) as i32, false)
+    } else {
+        (raw as i32, wanted_into_cgroup)
+    }
 }
 
 /// One clone3 with all namespace flags; clone(2) where clone3 is missing.

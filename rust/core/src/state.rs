@@ -67,7 +67,11 @@ pub fn validate_id(id: &str) -> Result<()> {
         && id != ".."
         && id.len() <= 1024
         && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
-    if ok { Ok(()) } else { Err(Error::msg(format!("invalid container id {id:?}: use letters, digits and _+-."))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::msg(format!("invalid container id {id:?}: use letters, digits and _+-.")))
+    }
 }
 
 pub fn dir(root: &Path, id: &str) -> PathBuf {

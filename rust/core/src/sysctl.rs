@@ -29,9 +29,8 @@ pub fn plan(sysctls: Option<&HashMap<String, String>>, ns: &Namespaces) -> Resul
         let value = &sysctls.unwrap()[key];
         // Both spellings are used: net.ipv4.ip_forward and net/ipv4/ip_forward.
         let dotted = key.replace('/', ".");
-        let (needed, have) = namespace_of(&dotted).ok_or_else(|| {
-            Error::msg(format!("sysctl {key} is not in a separate kernel namespace: capsa-runtime refuses to set it"))
-        })?;
+        let (needed, have) = namespace_of(&dotted)
+            .ok_or_else(|| Error::msg(format!("sysctl {key} is not in a separate kernel namespace: capsa-runtime refuses to set it")))?;
         let have = match have {
             "ipc" => ns.ipc,
             "uts" => ns.uts,
@@ -54,7 +53,16 @@ pub fn plan(sysctls: Option<&HashMap<String, String>>, ns: &Namespaces) -> Resul
 
 /// The namespace a sysctl is isolated by, or None when it is host-wide.
 fn namespace_of(key: &str) -> Option<(&'static str, &'static str)> {
-    const IPC: [&str; 8] = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"];
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
     if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
         return Some(("IPC", "ipc"));
     }

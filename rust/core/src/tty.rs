@@ -33,7 +33,9 @@ pub fn console(socket: Option<&std::path::Path>, relay: bool) -> Result<(OwnedFd
             let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("create a console socket pair", "(socketpair)", e))?;
             Ok((OwnedFd::from(theirs), Some(ours)))
         }
-        None => Err(Error::msg("process.terminal is true: a --console-socket is required (cannot allocate a tty for a detached process without one)")),
+        None => Err(Error::msg(
+            "process.terminal is true: a --console-socket is required (cannot allocate a tty for a detached process without one)",
+        )),
     }
 }
 

@@ -12,8 +12,19 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Signals passed on to the child; SIGCHLD drives reaping, the rest keep their defaults.
 const FORWARDED: &[libc::c_int] = &[
-    libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2,
-    libc::SIGWINCH, libc::SIGCONT, libc::SIGALRM, libc::SIGPIPE, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGALRM,
+    libc::SIGPIPE,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
 ];
 
 fn die(step: &str) -> ! {
@@ -23,10 +34,8 @@ fn die(step: &str) -> ! {
 }
 
 fn main() {
-    let mut args: Vec<CString> = std::env::args_os()
-        .skip(1)
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| die("argument with a NUL byte")))
-        .collect();
+    let mut args: Vec<CString> =
+        std::env::args_os().skip(1).map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| die("argument with a NUL byte"))).collect();
     if args.first().map(|a| a.as_bytes() == b"--").unwrap_or(false) {
         args.remove(0);
     }
@@ -94,11 +103,7 @@ fn main() {
                     break;
                 }
                 if pid == child {
-                    let code = if libc::WIFEXITED(status) {
-                        libc::WEXITSTATUS(status)
-                    } else {
-                        128 + libc::WTERMSIG(status)
-                    };
+                    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
                     std::process::exit(code);
                 }
             }

@@ -312,7 +312,13 @@ impl Monitor {
             }
             if fds[0].revents & libc::POLLIN != 0 {
                 let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-                let n = unsafe { libc::read(self.signals.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, std::mem::size_of::<libc::signalfd_siginfo>()) };
+                let n = unsafe {
+                    libc::read(
+                        self.signals.as_raw_fd(),
+                        &mut info as *mut _ as *mut libc::c_void,
+                        std::mem::size_of::<libc::signalfd_siginfo>(),
+                    )
+                };
                 if n <= 0 {
                     continue;
                 }

@@ -114,11 +114,7 @@ pub fn parse(argv: &[String], tables: &[Table], stop_at_positional: bool) -> Res
 mod tests {
     use super::*;
 
-    const T: Table = &[
-        ("bundle", &["-b"], Takes::Value),
-        ("detach", &["-d"], Takes::Flag),
-        ("env", &["-e"], Takes::List),
-    ];
+    const T: Table = &[("bundle", &["-b"], Takes::Value), ("detach", &["-d"], Takes::Flag), ("env", &["-e"], Takes::List)];
 
     fn argv(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()

@@ -3,8 +3,8 @@
 use crate::args::{self, usage, Opts, Table, Takes};
 use crate::{out, resources, templates, Failure};
 use capsa_core::container::{self, CreateOptions};
-use capsa_core::exec::{self, ExecOptions, Overrides, ToRun};
 use capsa_core::control;
+use capsa_core::exec::{self, ExecOptions, Overrides, ToRun};
 use std::path::{Path, PathBuf};
 
 const CREATE: Table = &[
@@ -174,7 +174,8 @@ impl Cli {
             }
             "table" => {
                 let ps_args: Vec<&str> = if ps_args.is_empty() { vec!["-ef"] } else { ps_args.iter().map(String::as_str).collect() };
-                let listing = std::process::Command::new("ps").args(&ps_args).output().map_err(|e| Failure::Failed(format!("run ps: {e}")))?;
+                let listing =
+                    std::process::Command::new("ps").args(&ps_args).output().map_err(|e| Failure::Failed(format!("run ps: {e}")))?;
                 if !listing.status.success() {
                     return Err(Failure::Failed(format!("ps {}: {}", ps_args.join(" "), String::from_utf8_lossy(&listing.stderr).trim())));
                 }
@@ -212,7 +213,14 @@ impl Cli {
                 let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from)];
                 for (st, status) in &all {
                     let owner = if st.owner.is_empty() { "root".to_string() } else { st.owner.clone() };
-                    rows.push([st.id.clone(), st.pid.to_string(), status.as_str().into(), st.bundle.display().to_string(), st.created.clone(), owner]);
+                    rows.push([
+                        st.id.clone(),
+                        st.pid.to_string(),
+                        status.as_str().into(),
+                        st.bundle.display().to_string(),
+                        st.created.clone(),
+                        owner,
+                    ]);
                 }
                 let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
                 for row in &rows {

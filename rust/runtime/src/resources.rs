@@ -87,7 +87,14 @@ pub fn from_flags(opts: &Opts) -> Result<Value, UsageError> {
         r.insert("memory".into(), memory.into());
     }
     let mut cpu = Map::new();
-    for (flag, key) in [("cpu-share", "shares"), ("cpu-shares", "shares"), ("cpu-quota", "quota"), ("cpu-period", "period"), ("cpu-rt-period", "realtimePeriod"), ("cpu-rt-runtime", "realtimeRuntime")] {
+    for (flag, key) in [
+        ("cpu-share", "shares"),
+        ("cpu-shares", "shares"),
+        ("cpu-quota", "quota"),
+        ("cpu-period", "period"),
+        ("cpu-rt-period", "realtimePeriod"),
+        ("cpu-rt-runtime", "realtimeRuntime"),
+    ] {
         if let Some(v) = opts.value(flag) {
             cpu.insert(key.into(), parse_int(flag, v)?.into());
         }

@@ -38,14 +38,14 @@ pub fn rules(resources: Option<&LinuxResources>) -> Result<Vec<Rule>> {
     out.extend([
         default(b'c', None, None, ACC_MKNOD),
         default(b'b', None, None, ACC_MKNOD),
-        default(b'c', Some(1), Some(3), ACC_ALL),   // null
-        default(b'c', Some(1), Some(8), ACC_ALL),   // random
-        default(b'c', Some(1), Some(7), ACC_ALL),   // full
-        default(b'c', Some(5), Some(0), ACC_ALL),   // tty
-        default(b'c', Some(1), Some(5), ACC_ALL),   // zero
-        default(b'c', Some(1), Some(9), ACC_ALL),   // urandom
-        default(b'c', Some(136), None, ACC_ALL),    // pts/*
-        default(b'c', Some(5), Some(2), ACC_ALL),   // ptmx
+        default(b'c', Some(1), Some(3), ACC_ALL),    // null
+        default(b'c', Some(1), Some(8), ACC_ALL),    // random
+        default(b'c', Some(1), Some(7), ACC_ALL),    // full
+        default(b'c', Some(5), Some(0), ACC_ALL),    // tty
+        default(b'c', Some(1), Some(5), ACC_ALL),    // zero
+        default(b'c', Some(1), Some(9), ACC_ALL),    // urandom
+        default(b'c', Some(136), None, ACC_ALL),     // pts/*
+        default(b'c', Some(5), Some(2), ACC_ALL),    // ptmx
         default(b'c', Some(10), Some(200), ACC_ALL), // net/tun
     ]);
     Ok(out)
@@ -315,7 +315,10 @@ mod tests {
 
     #[test]
     fn v1_lines_in_order() {
-        let r = rules(Some(&parse(r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":11,"access":"r"}]}"#))).unwrap();
+        let r = rules(Some(&parse(
+            r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":11,"access":"r"}]}"#,
+        )))
+        .unwrap();
         let w = v1_writes(&r);
         assert_eq!(w[0], ("devices.deny", "a".to_string()));
         assert_eq!(w[1], ("devices.deny", "a".to_string()));
@@ -326,7 +329,8 @@ mod tests {
 
     #[test]
     fn program_jumps_stay_inside() {
-        let r = rules(Some(&parse(r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"b","major":7,"access":"rw"}]}"#))).unwrap();
+        let r = rules(Some(&parse(r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"b","major":7,"access":"rw"}]}"#)))
+            .unwrap();
         let p = program(&r);
         for (i, ins) in p.iter().enumerate() {
             if ins.code == JNE_K {
@@ -335,7 +339,10 @@ mod tests {
             }
         }
         assert_eq!(p.last().unwrap().code, EXIT);
-        let r = rules(Some(&parse(r#"{"devices":[{"allow":false,"type":"c","major":1,"minor":11,"access":"rwa"},{"allow":true,"access":"x"}]}"#))).unwrap();
+        let r = rules(Some(&parse(
+            r#"{"devices":[{"allow":false,"type":"c","major":1,"minor":11,"access":"rwa"},{"allow":true,"access":"x"}]}"#,
+        )))
+        .unwrap();
         assert_eq!(r[0].v1_line(), "c 1:11 rw", "letters other than r, w and m are ignored, as by runc");
         assert_eq!(r.len(), 1 + 11, "a rule left with no access is dropped");
     }

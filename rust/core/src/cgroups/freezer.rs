@@ -30,8 +30,10 @@ impl Cgroup {
         match self.freezer() {
             Some(Freezer::V1(dir)) => read(dir, "freezer.state").is_ok_and(|s| s != "THAWED"),
             // cgroup.events says whether an ancestor's freeze holds this one too.
-            Some(Freezer::V2(dir)) => std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
-                || read(dir, "cgroup.freeze").is_ok_and(|s| s == "1"),
+            Some(Freezer::V2(dir)) => {
+                std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.lines().any(|l| l == "frozen 1"))
+                    || read(dir, "cgroup.freeze").is_ok_and(|s| s == "1")
+            }
             None => false,
         }
     }

@@ -2,12 +2,12 @@
 //! container's cgroup lives in each hierarchy, and its life: create, limit,
 //! attach, list, remove. The per-version file formats are in `v1` and `v2`.
 
+pub mod devices;
 pub mod freezer;
 pub mod stats;
 pub mod update;
 pub mod v1;
 pub mod v2;
-pub mod devices;
 
 use crate::error::{Error, Result};
 use oci_spec::runtime::LinuxResources;
@@ -144,9 +144,7 @@ fn descendants(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn procs_of(dir: &Path) -> Vec<i32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
+    std::fs::read_to_string(dir.join("cgroup.procs")).map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect()).unwrap_or_default()
 }
 
 impl Cgroup {
@@ -160,8 +158,8 @@ impl Cgroup {
         let result = match mode {
             Mode::V2 => v2::create(&mut cg, Path::new(ROOT), resources),
             Mode::V1 | Mode::Hybrid => {
-                let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-                    .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+                let mountinfo =
+                    std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
                 let hierarchies = v1_hierarchies(&mountinfo);
                 v1::create(&mut cg, &hierarchies, resources).and_then(|_| {
                     if mode == Mode::Hybrid {
@@ -240,7 +238,12 @@ impl Cgroup {
     /// An fd on the cgroup2 leaf for clone3's CLONE_INTO_CGROUP.
     pub fn clone_into_fd(&self) -> Option<OwnedFd> {
         let dir = self.cgroup2_leaf()?;
-        nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
     }
 
     /// With `cloned_into`, CLONE_INTO_CGROUP put the child in the cgroup2 leaf already.
@@ -255,9 +258,8 @@ impl Cgroup {
     /// whose first writer waits for an RCU grace period (6-15 ms on this
     /// kind of host, for cgroup.procs or any other pid); cgroup.procs on v2.
     pub fn self_join_files(&self, cloned_into: bool) -> Result<Vec<OwnedFd>> {
-        let open = |file: &Path| {
-            nix::fcntl::open(file, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        };
+        let open =
+            |file: &Path| nix::fcntl::open(file, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty());
         self.dirs_to_join(cloned_into)
             .map(|dir| match open(&dir.join("tasks")) {
                 Err(nix::errno::Errno::ENOENT) => {

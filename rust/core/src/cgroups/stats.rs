@@ -13,8 +13,14 @@ impl Cgroup {
             let dir = self.dirs.first().map(PathBuf::as_path).unwrap_or(Path::new("/nonexistent"));
             (cpu_v2(dir), memory_v2(dir), pids_of(dir, self), blkio_v2(dir))
         } else {
-            let dir = |file: &str| self.dirs.iter().find(|d| d.join(file).exists()).cloned().unwrap_or_else(|| PathBuf::from("/nonexistent"));
-            (cpu_v1(&dir("cpuacct.usage"), &dir("cpu.stat")), memory_v1(&dir("memory.usage_in_bytes")), pids_of(&dir("pids.current"), self), blkio_v1(&dir("blkio.throttle.io_service_bytes_recursive")))
+            let dir =
+                |file: &str| self.dirs.iter().find(|d| d.join(file).exists()).cloned().unwrap_or_else(|| PathBuf::from("/nonexistent"));
+            (
+                cpu_v1(&dir("cpuacct.usage"), &dir("cpu.stat")),
+                memory_v1(&dir("memory.usage_in_bytes")),
+                pids_of(&dir("pids.current"), self),
+                blkio_v1(&dir("blkio.throttle.io_service_bytes_recursive")),
+            )
         };
         json!({"cpu": cpu, "memory": memory, "pids": pids, "blkio": blkio, "hugetlb": {}, "intel_rdt": {}, "network_interfaces": null})
     }
@@ -42,7 +48,11 @@ fn numbers(path: &Path) -> Vec<u64> {
 
 fn clock_ticks() -> u64 {
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 fn cpu_v1(acct: &Path, cpu: &Path) -> Value {
@@ -102,7 +112,10 @@ fn memory_v1(dir: &Path) -> Value {
     let raw = keyed(&dir.join("memory.stat"));
     let mut m = Map::new();
     m.insert("cache".into(), json!(raw.get("cache").copied().unwrap_or(0)));
-    m.insert("usage".into(), entry(f("memory.usage_in_bytes"), f("memory.limit_in_bytes"), f("memory.max_usage_in_bytes"), f("memory.failcnt")));
+    m.insert(
+        "usage".into(),
+        entry(f("memory.usage_in_bytes"), f("memory.limit_in_bytes"), f("memory.max_usage_in_bytes"), f("memory.failcnt")),
+    );
     for (key, prefix) in [("swap", "memory.memsw"), ("kernel", "memory.kmem"), ("kernelTCP", "memory.kmem.tcp")] {
         let g = |name: &str| f(&format!("{prefix}.{name}"));
         if g("usage_in_bytes").is_some() {

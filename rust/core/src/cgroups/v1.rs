@@ -38,7 +38,8 @@ pub(super) fn apply(cg: &Cgroup, hierarchies: &[Hierarchy], r: &LinuxResources) 
     let limit = writes.iter().position(|w| w.1 == "memory.limit_in_bytes");
     let memsw = writes.iter().position(|w| w.1 == "memory.memsw.limit_in_bytes");
     if let (Some(l), Some(m), Some(dir)) = (limit, memsw, dir_of("memory")) {
-        let current: u64 = std::fs::read_to_string(dir.join("memory.limit_in_bytes")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u64::MAX);
+        let current: u64 =
+            std::fs::read_to_string(dir.join("memory.limit_in_bytes")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u64::MAX);
         let swap: i64 = writes[m].2.parse().unwrap_or(0);
         if (swap == -1 || (swap >= 0 && current < swap as u64)) && m > l {
             let w = writes.remove(m);
@@ -91,12 +92,12 @@ fn filled_cpuset(dir: &Path, file: &str) -> Result<String> {
     if !value.is_empty() {
         return Ok(value.to_string());
     }
-    let parent = dir.parent().filter(|p| p.join(file).exists()).ok_or_else(|| Error::msg(format!("{} is empty", dir.join(file).display())))?;
+    let parent =
+        dir.parent().filter(|p| p.join(file).exists()).ok_or_else(|| Error::msg(format!("{} is empty", dir.join(file).display())))?;
     let inherited = filled_cpuset(parent, file)?;
     super::write(dir, file, &inherited)?;
     Ok(inherited)
 }
-
 
 /// The (controller, file, value) writes that apply `r`, in a safe order.
 /// `exists` says whether an optional file is present on this host.
@@ -201,7 +202,9 @@ mod tests {
 
     #[test]
     fn memory_cpu_pids_translate() {
-        let r = resources(r#"{"memory":{"limit":33554432,"reservation":1000},"cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0"},"pids":{"limit":20}}"#);
+        let r = resources(
+            r#"{"memory":{"limit":33554432,"reservation":1000},"cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0"},"pids":{"limit":20}}"#,
+        );
         let w = writes(&r, |_| true).unwrap();
         let files: Vec<_> = w.iter().map(|(_, f, v)| format!("{f}={v}")).collect();
         assert_eq!(

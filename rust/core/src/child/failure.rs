@@ -106,7 +106,11 @@ impl From<Failure<'_>> for crate::error::Error {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         crate::error::Error {
             message: text(rendered.as_bytes()),
-            cause: Some(crate::error::Cause { step: f.step.to_string(), path: f.path.map_or(String::new(), |p| text(p.to_bytes())), errno: f.errno }),
+            cause: Some(crate::error::Cause {
+                step: f.step.to_string(),
+                path: f.path.map_or(String::new(), |p| text(p.to_bytes())),
+                errno: f.errno,
+            }),
         }
     }
 }

@@ -179,7 +179,8 @@ fn setup<'a>(cx: &Context<'a>) -> Result<&'a CStr, Failure<'a>> {
     match cx.fifo {
         Some(fifo) => {
             // Blocks until `start` opens the fifo for reading.
-            let fd = sys::openat(fifo.proc_dir, fifo.path, libc::O_WRONLY | libc::O_CLOEXEC).map_err(|e| Failure::new("open exec fifo", fifo.path, e))?;
+            let fd = sys::openat(fifo.proc_dir, fifo.path, libc::O_WRONLY | libc::O_CLOEXEC)
+                .map_err(|e| Failure::new("open exec fifo", fifo.path, e))?;
             // `start` reads "0", or the reason the container could not start.
             match before_exec(cx) {
                 Ok(()) => {
@@ -221,7 +222,8 @@ fn setup_rootfs<'a>(plan: &'a Plan, bind_sources: &[RawFd]) -> Result<(), Failur
         if userns {
             // mknod is refused in a user namespace: bind the host's node instead.
             create_target(&d.target, true).map_err(|e| Failure::new("create device", &d.destination, e))?;
-            sys::mount(Some(&d.host), &d.target, None, libc::MS_BIND, None).map_err(|e| Failure::new("bind-mount device", &d.destination, e))?;
+            sys::mount(Some(&d.host), &d.target, None, libc::MS_BIND, None)
+                .map_err(|e| Failure::new("bind-mount device", &d.destination, e))?;
             continue;
         }
         let made = match sys::mknod(&d.target, d.mode, d.dev) {
@@ -285,7 +287,8 @@ fn enter_rootfs(plan: &Plan) -> Result<(), Failure<'_>> {
         match sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
             Err(libc::ENOENT) => continue,
             Err(e) => return Err(Failure::new("bind readonly path", path, e)),
-            Ok(()) => remount(path, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC).map_err(|e| Failure::new("remount readonly path", path, e))?,
+            Ok(()) => remount(path, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC)
+                .map_err(|e| Failure::new("remount readonly path", path, e))?,
         }
     }
     // runc's finalizeRootfs: a read-only /dev was mounted writable for devpts and the devices.

@@ -208,7 +208,9 @@ mod tests {
             let close_range = libseccomp::ScmpSyscall::from_name("close_range").unwrap();
             filter.add_rule(libseccomp::ScmpAction::Errno(libc::ENOSYS), close_range).unwrap();
             filter.load().unwrap();
-            let held: Vec<i32> = (0..5).map(|_| nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap().into_raw_fd()).collect();
+            let held: Vec<i32> = (0..5)
+                .map(|_| nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap().into_raw_fd())
+                .collect();
             close_all_except(3, &[w], &[]);
             // SAFETY: F_GETFD only reads the fd's flags (EBADF once closed).
             let flags = |fd: i32| unsafe { libc::fcntl(fd, libc::F_GETFD) };

@@ -3,11 +3,11 @@
 //! buffers and syscalls only.
 
 use super::failure::Failure;
-use std::os::fd::RawFd;
 use super::sys::{self, errno, SysResult};
 use crate::mounts::{MountOp, BIND_REMOUNT_FLAGS};
 use crate::overlay::OverlayPlan;
 use std::ffi::CStr;
+use std::os::fd::RawFd;
 
 impl MountOp {
     /// Make the mount; a bind from `tree` (a detached copy of its source the
@@ -27,7 +27,8 @@ impl MountOp {
         if let Err(e) = made {
             match &self.fallback_bind {
                 Some(host) if e == libc::EPERM => {
-                    sys::mount(Some(host), &self.target, None, libc::MS_BIND | libc::MS_REC, None).map_err(|e| fail("bind-mount host fallback for", e))?;
+                    sys::mount(Some(host), &self.target, None, libc::MS_BIND | libc::MS_REC, None)
+                        .map_err(|e| fail("bind-mount host fallback for", e))?;
                     let extra = self.flags & BIND_REMOUNT_FLAGS;
                     if extra != 0 {
                         remount(&self.target, libc::MS_BIND | libc::MS_REMOUNT | extra).map_err(|e| fail("remount", e))?;
@@ -53,7 +54,8 @@ impl MountOp {
 /// layers are named relative to the dir the child changes to first.
 pub fn overlay_root<'a>(plan: &'a OverlayPlan, rootfs: &'a CStr) -> Result<(), Failure<'a>> {
     sys::chdir(&plan.base).map_err(|e| Failure::new("chdir to overlay layers dir", &plan.base, e))?;
-    sys::mount(Some(c"overlay"), rootfs, Some(c"overlay"), 0, Some(&plan.data)).map_err(|e| Failure::new("mount overlay root on", rootfs, e))
+    sys::mount(Some(c"overlay"), rootfs, Some(c"overlay"), 0, Some(&plan.data))
+        .map_err(|e| Failure::new("mount overlay root on", rootfs, e))
 }
 
 /// A bind remount; where the kernel refuses to drop flags locked by a
@@ -68,7 +70,13 @@ pub fn remount(target: &CStr, flags: u64) -> SysResult {
                 return Err(libc::EPERM);
             }
             let locked = st.f_flag as u64
-                & (libc::ST_NOSUID | libc::ST_NODEV | libc::ST_NOEXEC | libc::ST_NOATIME | libc::ST_NODIRATIME | libc::ST_RELATIME | libc::ST_RDONLY);
+                & (libc::ST_NOSUID
+                    | libc::ST_NODEV
+                    | libc::ST_NOEXEC
+                    | libc::ST_NOATIME
+                    | libc::ST_NODIRATIME
+                    | libc::ST_RELATIME
+                    | libc::ST_RDONLY);
             sys::mount(None, target, None, flags | locked, None)
         }
         other => other,
@@ -89,9 +97,20 @@ pub fn recursive_read_only(target: &CStr) -> SysResult {
     let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
     // SAFETY: mount_setattr reads `attr` (of the size given) and the NUL-terminated target.
     let r = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, target.as_ptr(), libc::AT_RECURSIVE as libc::c_uint, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
     };
-    if r == 0 { Ok(()) } else { Err(errno()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
 }
 
 /// move_mount(2) of a detached tree onto `target`.
@@ -99,7 +118,11 @@ fn attach_tree(tree: RawFd, target: &CStr) -> SysResult {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     // SAFETY: move_mount reads two NUL-terminated paths ("" and target) and plain integers.
     let r = unsafe { libc::syscall(libc::SYS_move_mount, tree, c"".as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) };
-    if r == 0 { Ok(()) } else { Err(errno()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
 }
 
 fn fd_is_dir(fd: RawFd) -> bool {

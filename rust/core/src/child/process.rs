@@ -15,7 +15,13 @@ use std::os::fd::RawFd;
 /// # Safety
 /// `argv` and `envp` are NULL-terminated arrays of C strings that live
 /// until the execve (the plan's, built before the clone).
-pub unsafe fn exec_or_report(sync: RawFd, setup: Result<&CStr, Failure<'_>>, argv: *const *const libc::c_char, envp: *const *const libc::c_char, about_to_exec: impl FnOnce()) -> ! {
+pub unsafe fn exec_or_report(
+    sync: RawFd,
+    setup: Result<&CStr, Failure<'_>>,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    about_to_exec: impl FnOnce(),
+) -> ! {
     match setup {
         Ok(exe) => {
             about_to_exec();
@@ -85,7 +91,9 @@ pub fn load_seccomp(p: &ProcessPlan, sync: RawFd) -> Result<(), Failure<'_>> {
     let prog = libc::sock_fprog { len: filter.program.len() as u16, filter: filter.program.as_ptr() as *mut libc::sock_filter };
     const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
     // SAFETY: the kernel copies the BPF program the sock_fprog points at, which lives for the call.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter.flags as libc::c_ulong, &prog as *const libc::sock_fprog) };
+    let r = unsafe {
+        libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter.flags as libc::c_ulong, &prog as *const libc::sock_fprog)
+    };
     if r < 0 {
         return Err(Failure::bare("load seccomp filter", errno()));
     }
@@ -102,7 +110,8 @@ pub fn load_seccomp(p: &ProcessPlan, sync: RawFd) -> Result<(), Failure<'_>> {
 
 /// A pty whose master goes to the console socket and whose slave becomes stdio.
 fn console(sock: RawFd, size: Option<(u16, u16)>) -> Result<(), Failure<'static>> {
-    let master = sys::open(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC).map_err(|e| Failure::new("open", c"/dev/ptmx", e))?;
+    let master =
+        sys::open(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC).map_err(|e| Failure::new("open", c"/dev/ptmx", e))?;
     if let Some((rows, cols)) = size {
         let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         sys::ioctl_ptr(master, libc::TIOCSWINSZ, &ws).map_err(|e| Failure::bare("set the console size", e))?;
@@ -170,7 +179,8 @@ fn set_identity(p: &ProcessPlan, userns: bool, sync: RawFd) -> Result<(), Failur
         // The kernel raises only what is permitted and inheritable; runc
         // runs its own default spec (ambient, no inheritable) as if the
         // others were not asked for, and so do we.
-        raise_ambient(c.ambient & c.permitted & c.inheritable, p.last_cap).map_err(|(cap, e)| Failure::new("raise ambient capability", caps::name(cap), e))?;
+        raise_ambient(c.ambient & c.permitted & c.inheritable, p.last_cap)
+            .map_err(|(cap, e)| Failure::new("raise ambient capability", caps::name(cap), e))?;
     }
     Ok(())
 }
@@ -234,14 +244,26 @@ fn set_caps(sets: &CapSets) -> Result<(), i32> {
     let data = [half(0), half(32)];
     // SAFETY: capset reads the header and the two data structs of version 3, which live for the call.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    if r != 0 { Err(errno()) } else { Ok(()) }
+    if r != 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
 }
 
 /// Raise the ambient set (each must be permitted and inheritable).
 fn raise_ambient(ambient: u64, last: u32) -> Result<(), (u32, i32)> {
     for cap in (0..=last.min(63)).filter(|cap| ambient & (1u64 << cap) != 0) {
         // SAFETY: prctl with integer arguments.
-        let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                cap as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
         if r != 0 {
             return Err((cap, errno()));
         }
@@ -251,9 +273,22 @@ fn raise_ambient(ambient: u64, last: u32) -> Result<(), (u32, i32)> {
 
 fn rlimit_name(resource: u32) -> &'static CStr {
     static NAMES: [&CStr; 16] = [
-        c"RLIMIT_CPU", c"RLIMIT_FSIZE", c"RLIMIT_DATA", c"RLIMIT_STACK", c"RLIMIT_CORE", c"RLIMIT_RSS",
-        c"RLIMIT_NPROC", c"RLIMIT_NOFILE", c"RLIMIT_MEMLOCK", c"RLIMIT_AS", c"RLIMIT_LOCKS",
-        c"RLIMIT_SIGPENDING", c"RLIMIT_MSGQUEUE", c"RLIMIT_NICE", c"RLIMIT_RTPRIO", c"RLIMIT_RTTIME",
+        c"RLIMIT_CPU",
+        c"RLIMIT_FSIZE",
+        c"RLIMIT_DATA",
+        c"RLIMIT_STACK",
+        c"RLIMIT_CORE",
+        c"RLIMIT_RSS",
+        c"RLIMIT_NPROC",
+        c"RLIMIT_NOFILE",
+        c"RLIMIT_MEMLOCK",
+        c"RLIMIT_AS",
+        c"RLIMIT_LOCKS",
+        c"RLIMIT_SIGPENDING",
+        c"RLIMIT_MSGQUEUE",
+        c"RLIMIT_NICE",
+        c"RLIMIT_RTPRIO",
+        c"RLIMIT_RTTIME",
     ];
     NAMES.get(resource as usize).copied().unwrap_or(c"RLIMIT")
 }

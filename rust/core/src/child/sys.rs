@@ -14,7 +14,11 @@ pub fn errno() -> i32 {
 }
 
 fn check(r: libc::c_long) -> SysResult<libc::c_long> {
-    if r < 0 { Err(errno()) } else { Ok(r) }
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
 }
 
 fn ok(r: libc::c_int) -> SysResult {

@@ -214,7 +214,8 @@ mod tests {
         std::fs::create_dir_all(d.join("dest")).unwrap();
         let (root, dest) = (dir_fd(&d.join("src")), dir_fd(&d.join("dest")));
         let source = Source { root: root.as_fd(), path: Path::new("tree"), name: std::ffi::OsStr::new("copy") };
-        let (done, warnings) = copy(&source, &Dest { root: dest.as_fd(), path: Path::new(""), policy: Policy::Host }, &mut || false).unwrap();
+        let (done, warnings) =
+            copy(&source, &Dest { root: dest.as_fd(), path: Path::new(""), policy: Policy::Host }, &mut || false).unwrap();
         assert!(!done.first_skipped);
         let out = d.join("dest/copy");
         assert_eq!(std::fs::read(out.join("sub/f")).unwrap(), b"inside\n");

@@ -50,8 +50,12 @@ pub fn running(run_root: &Path, id: &str) -> Result<ContainerRoot> {
         return Err(Error::msg(format!("container {id} is not running")));
     }
     let proc_root = format!("/proc/{pid}/root");
-    let fd = nix::fcntl::open(proc_root.as_str(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::sys("open the container's root", &proc_root, e))?;
+    let fd = nix::fcntl::open(
+        proc_root.as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open the container's root", &proc_root, e))?;
     let uid = host_id_of_root(&format!("/proc/{pid}/uid_map"))?;
     let gid = host_id_of_root(&format!("/proc/{pid}/gid_map"))?;
     // Still alive now, so alive when the root was opened: that pid was the init.
@@ -104,8 +108,12 @@ enum Style {
 pub fn overlay(ov: &Overlay, writable: bool) -> Result<OwnedFd> {
     ov.check_lowers()?;
     let open_dir = |p: &Path| {
-        nix::fcntl::open(p, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| Error::sys("open overlay layer", p, e))
+        nix::fcntl::open(
+            p,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open overlay layer", p, e))
     };
     if writable {
         for (dir, what) in [(&ov.upper, "upper dir"), (&ov.work, "work dir")] {
@@ -174,7 +182,11 @@ impl FsContext {
             }
             out.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
         }
-        if out.is_empty() { String::new() } else { format!(" ({})", out.join("; ")) }
+        if out.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", out.join("; "))
+        }
     }
 }
 
@@ -182,10 +194,20 @@ fn proc_path(fd: &OwnedFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL")
 }
 
-fn mount(style: Style, lowers: &[OwnedFd], upper: Option<&OwnedFd>, work: Option<&OwnedFd>, writable: bool) -> std::result::Result<OwnedFd, Attempt> {
+fn mount(
+    style: Style,
+    lowers: &[OwnedFd],
+    upper: Option<&OwnedFd>,
+    work: Option<&OwnedFd>,
+    writable: bool,
+) -> std::result::Result<OwnedFd, Attempt> {
     let ctx = FsContext::open()?;
-    let fail = |step: &str, e: Errno| Attempt::Failed(Error::msg(format!("mount the container's overlay: {step}: {}{}", crate::error::errno_text(e), ctx.log())));
-    let unsupported = |step: &str, e: Errno| Attempt::Unsupported(Error::msg(format!("mount the container's overlay: {step}: {}{}", crate::error::errno_text(e), ctx.log())));
+    let fail = |step: &str, e: Errno| {
+        Attempt::Failed(Error::msg(format!("mount the container's overlay: {step}: {}{}", crate::error::errno_text(e), ctx.log())))
+    };
+    let unsupported = |step: &str, e: Errno| {
+        Attempt::Unsupported(Error::msg(format!("mount the container's overlay: {step}: {}{}", crate::error::errno_text(e), ctx.log())))
+    };
     let key = |k: &str| CString::new(k).expect("no NUL");
     let (lower_plus, upperdir, workdir) = (key("lowerdir+"), key("upperdir"), key("workdir"));
     match style {
@@ -218,7 +240,8 @@ fn mount(style: Style, lowers: &[OwnedFd], upper: Option<&OwnedFd>, work: Option
                     lowers.len()
                 ))));
             }
-            ctx.config(FSCONFIG_SET_STRING, Some(&key("lowerdir")), Some(&CString::new(joined).expect("no NUL")), 0).map_err(|e| fail("lowerdir", e))?;
+            ctx.config(FSCONFIG_SET_STRING, Some(&key("lowerdir")), Some(&CString::new(joined).expect("no NUL")), 0)
+                .map_err(|e| fail("lowerdir", e))?;
             for (k, fd) in [(&upperdir, upper), (&workdir, work)] {
                 if let Some(fd) = fd {
                     ctx.config(FSCONFIG_SET_STRING, Some(k), Some(&proc_path(fd)), 0).map_err(|e| fail(&k.to_string_lossy(), e))?;
@@ -268,12 +291,25 @@ mod tests {
         }
         let ov = Overlay { lower: vec![d.join("l0"), d.join("l1")], upper: d.join("up"), work: d.join("work") };
         let read = |fd: &OwnedFd, name: &str| {
-            let f = crate::layers::root::openat2(std::os::fd::AsFd::as_fd(fd), Path::new(name), nix::fcntl::OFlag::O_RDONLY, super::super::IN_ROOT).unwrap();
+            let f = crate::layers::root::openat2(
+                std::os::fd::AsFd::as_fd(fd),
+                Path::new(name),
+                nix::fcntl::OFlag::O_RDONLY,
+                super::super::IN_ROOT,
+            )
+            .unwrap();
             std::io::read_to_string(std::fs::File::from(f)).unwrap()
         };
         for writable in [false, true] {
             std::fs::create_dir_all(d.join("work")).unwrap();
-            let open = |p: &Path| nix::fcntl::open(p, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).unwrap();
+            let open = |p: &Path| {
+                nix::fcntl::open(
+                    p,
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .unwrap()
+            };
             let mut lowers = Vec::new();
             if !writable {
                 lowers.push(open(&ov.upper));
@@ -287,7 +323,12 @@ mod tests {
                     Err(Attempt::Unsupported(e) | Attempt::Failed(e)) => panic!("{style:?} writable={writable}: {e}"),
                 };
                 assert_eq!((read(&fd, "a"), read(&fd, "/b"), read(&fd, "../c")), ("top".into(), "b".into(), "upper".into()), "{style:?}");
-                let made = crate::layers::root::openat2(std::os::fd::AsFd::as_fd(&fd), Path::new("new"), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT, super::super::IN_ROOT);
+                let made = crate::layers::root::openat2(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    Path::new("new"),
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT,
+                    super::super::IN_ROOT,
+                );
                 assert_eq!(made.is_ok(), writable, "{style:?}: {made:?}");
                 let _ = std::fs::remove_file(d.join("up/new"));
             }

@@ -114,11 +114,22 @@ struct Extractor<'w> {
 /// Extracts the archive read from `input` into `dest`.
 pub fn extract<R: Read>(input: R, dest: &Dest, warnings: &mut Warnings, interrupted: &mut dyn FnMut() -> bool) -> Result<Extracted> {
     let shown = Path::new("/").join(dest.path);
-    let fd = openat2(dest.root, dest.path, OFlag::O_PATH | OFlag::O_DIRECTORY, IN_ROOT).map_err(|e| Error::sys("open destination directory", &shown, e))?;
+    let fd = openat2(dest.root, dest.path, OFlag::O_PATH | OFlag::O_DIRECTORY, IN_ROOT)
+        .map_err(|e| Error::sys("open destination directory", &shown, e))?;
     if let Some(fs) = pseudo_fs(fd.as_fd()) {
         return Err(Error::msg(format!("refusing to copy into {}: it is on the kernel's {fs} filesystem", shown.display())));
     }
-    let mut x = Extractor { dest: fd, policy: dest.policy, last: None, dirs: Vec::new(), buf: vec![0; CHUNK], warnings, interrupted, done: Extracted::default(), first: None };
+    let mut x = Extractor {
+        dest: fd,
+        policy: dest.policy,
+        last: None,
+        dirs: Vec::new(),
+        buf: vec![0; CHUNK],
+        warnings,
+        interrupted,
+        done: Extracted::default(),
+        first: None,
+    };
     let mut archive = tar::Archive::new(input);
     let outcome = x.all(&mut archive);
     x.set_dir_times();
@@ -175,7 +186,8 @@ impl Extractor<'_> {
         let at = At(raw);
         let rel = names::member(raw).ok_or_else(|| at.refuse("refused: the name leaves the destination (`..`)"))?;
         let h = entry.header();
-        let meta = Meta { mode: h.mode().map_err(Failed::Read)? & 0o7777, mtime: TimeSpec::new(h.mtime().map_err(Failed::Read)? as i64, 0) };
+        let meta =
+            Meta { mode: h.mode().map_err(Failed::Read)? & 0o7777, mtime: TimeSpec::new(h.mtime().map_err(Failed::Read)? as i64, 0) };
         let Some((dir, name)) = split(&rel) else {
             if kind == EntryType::Directory {
                 return Ok(None); // "./": the destination, left as it is
@@ -196,7 +208,12 @@ impl Extractor<'_> {
                 };
                 return skip(self.warnings, &format!("{what} (device nodes and fifos are never copied)"));
             }
-            EntryType::Directory | EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse | EntryType::Symlink | EntryType::Link => {}
+            EntryType::Directory
+            | EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Symlink
+            | EntryType::Link => {}
             other => return skip(self.warnings, &format!("unsupported entry type {:?}", other.as_byte() as char)),
         }
         let parent = self.parent(&at, dir)?;
@@ -253,8 +270,13 @@ impl Extractor<'_> {
                 Err(e) => return Err(at.err("create parent directory", e)),
             };
             if fresh {
-                let fd = nix::fcntl::openat(&cur, part, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                    .map_err(|e| at.err("open new parent directory", e))?;
+                let fd = nix::fcntl::openat(
+                    &cur,
+                    part,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| at.err("open new parent directory", e))?;
                 self.own(at, fd.as_fd(), 0o755)?;
             }
             let next = self.beneath(at, cur.as_fd(), Path::new(part), OFlag::O_PATH | OFlag::O_DIRECTORY, "open parent directory")?;
@@ -304,7 +326,12 @@ impl Extractor<'_> {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(at.err("create directory", e)),
         }
-        let fd = match nix::fcntl::openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        let fd = match nix::fcntl::openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => fd,
             Err(Errno::ENOTDIR | Errno::ELOOP) => {
                 return Err(at.refuse(format!("cannot overwrite non-directory {} with a directory", display(name.as_bytes()))));
@@ -329,8 +356,13 @@ impl Extractor<'_> {
                         if kind_of(&busy) != libc::S_IFREG {
                             return Err(at.err("remove existing", Errno::EBUSY));
                         }
-                        let fd = nix::fcntl::openat(parent, name, OFlag::O_WRONLY | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-                            .map_err(|e| at.err("open existing", e))?;
+                        let fd = nix::fcntl::openat(
+                            parent,
+                            name,
+                            OFlag::O_WRONLY | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| at.err("open existing", e))?;
                         let st = fstat(&fd).map_err(|e| at.err("stat existing", e))?;
                         if kind_of(&st) != libc::S_IFREG {
                             return Err(at.err("open existing", Errno::EBUSY));
@@ -411,14 +443,16 @@ impl Extractor<'_> {
             }
         }
         if let Policy::Container { uid, gid } = self.policy {
-            nix::unistd::fchownat(parent, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| at.err("chown", e))?;
+            nix::unistd::fchownat(parent, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| at.err("chown", e))?;
         }
         stat::utimensat(parent, name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(|e| at.err("set times", e))?;
         Ok(true)
     }
 
     fn hardlink(&mut self, at: &At, parent: &OwnedFd, name: &OsStr, rel: &Path, target: &[u8]) -> Step<bool> {
-        let trel = names::member(target).ok_or_else(|| at.refuse(format!("refused: hardlink to {}, which leaves the destination (`..`)", display(target))))?;
+        let trel = names::member(target)
+            .ok_or_else(|| at.refuse(format!("refused: hardlink to {}, which leaves the destination (`..`)", display(target))))?;
         if trel == rel {
             return Ok(true);
         }
@@ -436,14 +470,23 @@ impl Extractor<'_> {
                 // The same symlink again, judged where the new name is.
                 let text = nix::fcntl::readlinkat(&tdir_fd, tname).map_err(|e| at.err(&step, e))?;
                 if !link_stays_inside(rel, text.as_bytes()) {
-                    self.warnings.push(format!("skipped {}: a hardlink to symlink {} -> {}, which would point outside the destination", display(at.0), display(target), display(text.as_bytes())));
+                    self.warnings.push(format!(
+                        "skipped {}: a hardlink to symlink {} -> {}, which would point outside the destination",
+                        display(at.0),
+                        display(target),
+                        display(text.as_bytes())
+                    ));
                     return Ok(false);
                 }
             }
             libc::S_IFLNK => {}
             libc::S_IFDIR => return Err(at.refuse(format!("refused: hardlink to directory {}", display(target)))),
             _ => {
-                self.warnings.push(format!("skipped {}: a hardlink to {}, which is not a file (device nodes and fifos are never copied)", display(at.0), display(target)));
+                self.warnings.push(format!(
+                    "skipped {}: a hardlink to {}, which is not a file (device nodes and fifos are never copied)",
+                    display(at.0),
+                    display(target)
+                ));
                 return Ok(false);
             }
         }
@@ -480,7 +523,10 @@ impl Extractor<'_> {
 
 fn beneath_failed(at: &At, rel: &Path, e: Errno, step: &str) -> Failed {
     match e {
-        Errno::ELOOP => at.refuse(format!("refused: {} goes through a symlink (below the destination, symlinks are never followed)", display(rel.as_os_str().as_bytes()))),
+        Errno::ELOOP => at.refuse(format!(
+            "refused: {} goes through a symlink (below the destination, symlinks are never followed)",
+            display(rel.as_os_str().as_bytes())
+        )),
         Errno::EXDEV => at.refuse("refused: the name leaves the destination"),
         e => at.err(step, e),
     }

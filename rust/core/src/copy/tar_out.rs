@@ -140,7 +140,12 @@ impl<W: Write> Writer<'_, W> {
         match kind_of(&st) {
             libc::S_IFREG => self.file(dir, name, &arc, &st).map(|_| None),
             libc::S_IFDIR => {
-                let fd = match nix::fcntl::openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+                let fd = match nix::fcntl::openat(
+                    dir,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
                     Ok(fd) => fd,
                     Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {
                         self.warnings.push(format!("skipped {}: changed while being copied", display(&arc)));

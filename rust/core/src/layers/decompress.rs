@@ -71,9 +71,7 @@ impl Stream {
         let compression = Compression::detect(input.fill_buf()?);
         let (tx, rx) = sync_channel(DEPTH);
         let (recycle, spare) = sync_channel(DEPTH + 2);
-        let worker = std::thread::Builder::new()
-            .name("capsa-inflate".into())
-            .spawn(move || produce(compression, input, tx, spare))?;
+        let worker = std::thread::Builder::new().name("capsa-inflate".into()).spawn(move || produce(compression, input, tx, spare))?;
         Ok(Stream { compression, rx, recycle, chunk: Vec::new(), pos: 0, worker: Some(worker), failed: None })
     }
 
@@ -156,11 +154,7 @@ fn produce(
     drop(tar);
     // Whatever follows the compressed stream still belongs to the blob's digest.
     io::copy(&mut input, &mut io::sink())?;
-    Ok(Digests {
-        diff_id: hex_digest(diff_id),
-        blob_digest: hex_digest(input.into_inner().hasher),
-        bytes,
-    })
+    Ok(Digests { diff_id: hex_digest(diff_id), blob_digest: hex_digest(input.into_inner().hasher), bytes })
 }
 
 /// Fills `chunk` up to CHUNK bytes (fewer only at the end of the stream).

@@ -194,7 +194,8 @@ impl Layer {
                         self.make_symlink(&at, &parent, name, &target, &meta)
                     }
                     EntryType::Link => {
-                        let target = entry.link_name_bytes().ok_or_else(|| at.err("hardlink without a target", Errno::EINVAL))?.into_owned();
+                        let target =
+                            entry.link_name_bytes().ok_or_else(|| at.err("hardlink without a target", Errno::EINVAL))?.into_owned();
                         self.make_hardlink(&at, &parent, name, &rel, &target)
                     }
                     EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -250,8 +251,13 @@ impl Layer {
         let needs_chown = !fresh || self.chown_needed(parent, meta);
         let needs_chmod = !fresh || parent.setgid || self.chmod_needed(meta);
         if needs_chown || needs_chmod || !meta.xattrs.is_empty() {
-            let fd = nix::fcntl::openat(&parent.fd, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, stat::Mode::empty())
-                .map_err(|e| at.err("open directory", e))?;
+            let fd = nix::fcntl::openat(
+                &parent.fd,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                stat::Mode::empty(),
+            )
+            .map_err(|e| at.err("open directory", e))?;
             self.own_fd(at, fd.as_fd(), meta, needs_chown, needs_chmod)?;
         }
         self.dir_times.push((rel.to_path_buf(), meta.mtime));
@@ -393,7 +399,12 @@ impl Layer {
             if !self.ours.contains(&rel) {
                 root::remove_tree(fd.as_fd(), &child)?;
             } else if root::is_dir(fd.as_fd(), &child)? {
-                let sub = nix::fcntl::openat(&fd, child.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, stat::Mode::empty())?;
+                let sub = nix::fcntl::openat(
+                    &fd,
+                    child.as_os_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    stat::Mode::empty(),
+                )?;
                 self.clear_lower(sub, &rel)?;
             }
         }
@@ -427,8 +438,14 @@ impl Layer {
     /// Ownership, mode, xattrs and times of a symlink or device node by name.
     fn own_leaf(&self, at: &At, parent: &Parent, name: &OsStr, meta: &Meta, chmod: bool) -> Step<()> {
         if self.chown_needed(parent, meta) {
-            nix::unistd::fchownat(&parent.fd, name, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| at.err("chown", e))?;
+            nix::unistd::fchownat(
+                &parent.fd,
+                name,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| at.err("chown", e))?;
         }
         if chmod || !meta.xattrs.is_empty() {
             // An O_PATH descriptor of the very node just made: no name lookup can be swapped under it.
@@ -436,8 +453,13 @@ impl Layer {
                 .map_err(|e| at.err("open node", e))?;
             if chmod && self.chmod_needed(meta) {
                 let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-                stat::fchmodat(fd.as_fd(), link.as_str(), stat::Mode::from_bits_truncate(meta.mode & 0o7777), stat::FchmodatFlags::FollowSymlink)
-                    .map_err(|e| at.err("chmod", e))?;
+                stat::fchmodat(
+                    fd.as_fd(),
+                    link.as_str(),
+                    stat::Mode::from_bits_truncate(meta.mode & 0o7777),
+                    stat::FchmodatFlags::FollowSymlink,
+                )
+                .map_err(|e| at.err("chmod", e))?;
             }
             self.set_xattrs(at, fd.as_fd(), true, meta)?;
         }

@@ -124,7 +124,11 @@ pub fn extract_many(jobs: &[(PathBuf, PathBuf)], mode: Mode, threads: usize) -> 
                 let mut failed = false;
                 for &i in idx {
                     let r = if failed {
-                        Err(Error::msg(format!("extract {}: skipped, an earlier layer for {} failed", jobs[i].0.display(), jobs[i].1.display())))
+                        Err(Error::msg(format!(
+                            "extract {}: skipped, an earlier layer for {} failed",
+                            jobs[i].0.display(),
+                            jobs[i].1.display()
+                        )))
                     } else {
                         extract(&jobs[i].0, &jobs[i].1, mode)
                     };

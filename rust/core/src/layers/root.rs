@@ -6,10 +6,10 @@
 //! the names say.
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
-use nix::fcntl::AtFlags;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -133,7 +133,13 @@ pub fn openat2(dir: BorrowedFd<'_>, rel: &Path, flags: OFlag, resolve: u64) -> R
     loop {
         // SAFETY: valid C string and open_how of the size passed.
         let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
         };
         match Errno::result(fd) {
             Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),

@@ -9,8 +9,8 @@
 //! notified syscalls fail with ENOSYS instead of hanging, and no hook
 //! inherits it.
 
-use crate::error::{Error, Result};
 use super::{Filter, Listener};
+use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -96,8 +96,9 @@ pub fn send(listener: &Listener, fd: OwnedFd, pid: i32, state_json: Option<&str>
     let conn = UnixStream::connect(&listener.path).map_err(|e| {
         Error::msg(format!("failed to connect with seccomp agent specified in the seccomp profile: {}: {e}", listener.path.display()))
     })?;
-    crate::child::report::send_fd(conn.as_raw_fd(), fd.as_raw_fd(), text.as_bytes())
-        .map_err(|e| Error::msg(format!("cannot send seccomp fd to {}: {}", listener.path.display(), std::io::Error::from_raw_os_error(e))))?;
+    crate::child::report::send_fd(conn.as_raw_fd(), fd.as_raw_fd(), text.as_bytes()).map_err(|e| {
+        Error::msg(format!("cannot send seccomp fd to {}: {}", listener.path.display(), std::io::Error::from_raw_os_error(e)))
+    })?;
     drop(fd);
     Ok(())
 }

@@ -91,7 +91,8 @@ impl Filter {
             if act == default {
                 continue;
             }
-            let conditions: Vec<ScmpArgCompare> = rule.args().iter().flatten().map(|a| condition(a.index(), a.op(), a.value(), a.value_two())).collect();
+            let conditions: Vec<ScmpArgCompare> =
+                rule.args().iter().flatten().map(|a| condition(a.index(), a.op(), a.value(), a.value_two())).collect();
             for index in rule.args().iter().flatten().map(|a| a.index()) {
                 if index > 5 {
                     return Err(bad(format!("syscalls {:?}: argument index {index} is out of range 0-5", rule.names())));
@@ -245,7 +246,9 @@ fn audit_arch(a: ScmpArch) -> Option<u32> {
 /// that already is ENOSYS.
 fn enosys_stub(cfg: &LinuxSeccomp) -> Vec<libc::sock_filter> {
     use LinuxSeccompAction as A;
-    if matches!(cfg.default_action(), A::ScmpActAllow | A::ScmpActLog | A::ScmpActTrace) || cfg.default_errno_ret() == Some(libc::ENOSYS as u32) {
+    if matches!(cfg.default_action(), A::ScmpActAllow | A::ScmpActLog | A::ScmpActTrace)
+        || cfg.default_errno_ret() == Some(libc::ENOSYS as u32)
+    {
         return Vec::new();
     }
     // Per audit arch: (is x32, the highest syscall the profile names).
@@ -292,7 +295,8 @@ fn enosys_stub(cfg: &LinuxSeccomp) -> Vec<libc::sock_filter> {
     const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
     let mut blocks: Vec<Vec<(u16, u32, To, To)>> = Vec::new();
     for (audit, maxes) in &per_arch {
-        let mut b = vec![(LD_ABS, 4, To::Skip(0), To::Skip(0)), (JEQ, *audit, To::Skip(0), To::Next), (LD_ABS, 0, To::Skip(0), To::Skip(0))];
+        let mut b =
+            vec![(LD_ABS, 4, To::Skip(0), To::Skip(0)), (JEQ, *audit, To::Skip(0), To::Next), (LD_ABS, 0, To::Skip(0), To::Skip(0))];
         match maxes.as_slice() {
             [(_, max)] => b.push((JGT, *max, To::Enosys, To::Filter)),
             [(x_a, max_a), (_, max_b)] => {
@@ -357,9 +361,7 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
     ctx.export_bpf(&fd).map_err(|e| Error::msg(format!("linux.seccomp: export BPF: {e}")))?;
     let mut file = std::fs::File::from(fd);
     let mut bytes = Vec::new();
-    file.rewind()
-        .and_then(|_| file.read_to_end(&mut bytes))
-        .map_err(|e| Error::io("linux.seccomp: read exported BPF from", "memfd", e))?;
+    file.rewind().and_then(|_| file.read_to_end(&mut bytes)).map_err(|e| Error::io("linux.seccomp: read exported BPF from", "memfd", e))?;
     program_from_bytes(&bytes)
 }
 
@@ -415,7 +417,9 @@ mod tests {
 
     #[test]
     fn cached_program_is_the_compiled_one() {
-        let cfg = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"}],"flags":["SECCOMP_FILTER_FLAG_LOG"]}"#);
+        let cfg = parse(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"}],"flags":["SECCOMP_FILTER_FLAG_LOG"]}"#,
+        );
         let dir = std::env::temp_dir().join(format!("capsa-seccomp-cache-{}", std::process::id()));
         let compiled = Filter::compile(&cfg).unwrap();
         let key = cache_key(&cfg).unwrap();
